@@ -1,0 +1,99 @@
+"""Result models shared by every consumer: criteria, reports, JUnit, HTML, analyze."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Verdict = Literal["pass", "fail", "error", "warn"]
+RunVerdict = Literal["GO", "NO-GO", "ERROR"]
+
+
+class CriterionResult(BaseModel):
+    """One acceptance criterion judged on one scenario run."""
+
+    name: str
+    scenario_id: str
+    metric: str
+    expression: str  # the k6-style expression judged, e.g. "p(95)<500"
+    aggregation: str  # "p(95)", "rate", "count", "peak", ...
+    operator: str  # "<", "<=", ">", ">=", "==", "!="
+    threshold: float
+    observed: float | None = None
+    unit: str = ""  # "ms", "%", "count", "games", "players"
+    profile: str
+    samples: int = 0
+    verdict: Verdict
+    level: Literal["gate", "warn"] = "gate"
+    message: str = ""
+    hint: str | None = None
+    baseline_observed: float | None = None  # run-over-run comparison
+
+
+class ConcurrencyMeasurement(BaseModel):
+    """Concurrency over the steady window, from the raw output's delta points."""
+
+    peak: int
+    time_weighted_mean: float
+    share_at_or_above_target: float | None = None
+    target: int | None = None
+    events: int = 0
+
+
+class BypassRecord(BaseModel):
+    """When the staging rate-limit bypass was on during the run."""
+
+    pattern: str
+    enabled_at: str | None = None
+    disabled_at: str | None = None
+    verified_on: bool | None = None
+    verified_off: bool | None = None
+
+
+class SeriesPoint(BaseModel):
+    """One time bucket of the run for charts (seconds since t0)."""
+
+    t: float
+    requests: int = 0
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    errors: dict[str, int] = Field(default_factory=dict)  # 401, 429, 5xx, contract, lifecycle
+    games: int | None = None
+    players: int | None = None
+
+
+class SloReport(BaseModel):
+    """Everything known about one scenario run; written as `<ID>_<env>_<ts>_slo_report.json`."""
+
+    schema_version: int = 1
+    scenario_id: str
+    marker: str
+    env: str
+    profile: str
+    timestamp: str  # the run's artifact timestamp, e.g. 20261127T024723Z
+    started_at: str | None = None
+    finished_at: str | None = None
+    time_scale: float = 1.0
+    k6_version: str | None = None
+    k6_exit_code: int | None = None
+    complete: bool = True
+    incomplete_reason: str | None = None
+    steady_window_s: tuple[float, float] | None = None
+    targets: dict[str, int | str] = Field(default_factory=dict)
+    token_ttl_s: float | None = None
+    token_ttl_source: str | None = None
+    concurrency: dict[str, ConcurrencyMeasurement] = Field(default_factory=dict)
+    bypass: BypassRecord | None = None
+    criteria: list[CriterionResult] = Field(default_factory=list)
+    series: list[SeriesPoint] = Field(default_factory=list)
+    artifacts: dict[str, str] = Field(default_factory=dict)  # kind -> file name in results dir
+    verdict: RunVerdict = "ERROR"
+
+    def decide(self) -> RunVerdict:
+        """GO only if the run is complete and no gate criterion failed or errored."""
+        gate = [c for c in self.criteria if c.level == "gate"]
+        if not self.complete or not gate or any(c.verdict == "error" for c in gate):
+            return "ERROR"
+        return "NO-GO" if any(c.verdict == "fail" for c in gate) else "GO"

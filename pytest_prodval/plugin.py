@@ -1,0 +1,1 @@
+"""pytest-prodval hooks (placeholder until the core lands)."""
