@@ -1,0 +1,149 @@
+"""Judge criteria on k6's summary and the raw-output measurements.
+
+Values are exact: counters are k6's summed counts, percentiles are k6's own, computed
+over every sample of the (sub)metric; concurrency comes from the raw output sweep. A
+criterion without data is an error, never a pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .models import ConcurrencyMeasurement, CriterionResult
+from .scenarios import CONCURRENCY_METRICS, Criterion
+
+_NEGATION = {"<": ">=", "<=": ">", ">": "<=", ">=": "<", "==": "!=", "!=": "=="}
+
+_NOUNS = {
+    "req_errors": "requests", "true_errors": "requests", "status_401": "requests", "status_429": "requests",
+    "server_available": "requests", "http_req_duration": "requests", "http_reqs": "requests",
+    "ws_connecting": "connects", "ws_connection_success": "connects", "ws_message_latency": "pings",
+    "move_e2e_latency": "moves", "move_server_processing": "moves", "move_stalled": "moves",
+    "ai_move_latency": "AI moves", "ai_fallback": "AI moves",
+}
+
+
+class NoData(Exception):
+    """The metric a criterion reads had no samples."""
+
+
+def format_value(value: float | None, unit: str) -> str:
+    """A value in its unit for people: `2.31%`, `412 ms`, `98 games`, `3`."""
+    if value is None:
+        return "n/a"
+    if unit == "%":
+        return f"{value * 100:.2f}%"
+    if unit == "ms":
+        return f"{value:,.1f} ms" if value < 100 else f"{value:,.0f} ms"
+    if unit in ("", "count"):
+        return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.3g}"
+    return f"{value:,.0f} {unit}" if float(value).is_integer() else f"{value:,.1f} {unit}"
+
+
+def sample_noun(metric_name: str) -> str:
+    """What one sample of a metric is, for messages ("41,230 requests")."""
+    return _NOUNS.get(metric_name, "samples")
+
+
+def _samples(entry: Mapping[str, Any]) -> int:
+    values = entry.get("values", {})
+    kind = entry.get("type")
+    if kind == "rate":
+        return int(values.get("passes", 0)) + int(values.get("fails", 0))
+    if kind == "trend":
+        if "count" not in values:
+            raise NoData("k6 did not report the sample count of this trend (summaryTrendStats lacks 'count')")
+        return int(values["count"])
+    if kind == "counter":
+        return int(values.get("count", 0))
+    return 1 if values else 0
+
+
+def _observe_k6(criterion: Criterion, metrics: Mapping[str, Any]) -> tuple[float, int, str]:
+    """Observed value, sample count and sample noun of a k6 (sub)metric."""
+    name = criterion.metric.k6_name
+    entry = metrics.get(name)
+    aggregation = criterion.expression.aggregation
+    if criterion.samples_from is not None:  # a counter judged against a denominator metric
+        base = metrics.get(criterion.samples_from.k6_name)
+        samples = _samples(base) if base else 0
+        if samples == 0:
+            raise NoData(f"metric {criterion.samples_from.k6_name} had 0 samples")
+        value = float(entry["values"].get(aggregation, 0)) if entry else 0.0  # an unseen counter counted 0
+        return value, samples, sample_noun(criterion.samples_from.name)
+    if entry is None:
+        raise NoData(f"metric {name} had 0 samples (k6 reported nothing for it)")
+    samples = _samples(entry)
+    if samples == 0:
+        raise NoData(f"metric {name} had 0 samples")
+    values = entry.get("values", {})
+    if aggregation not in values:
+        raise NoData(f"k6 did not compute {aggregation} for {name} (it has: {', '.join(values)})")
+    return float(values[aggregation]), samples, sample_noun(criterion.metric.name)
+
+
+def _observe_concurrency(
+    criterion: Criterion, concurrency: Mapping[str, ConcurrencyMeasurement] | None
+) -> tuple[float, int, str]:
+    kind = CONCURRENCY_METRICS[criterion.metric.name]
+    measurement = (concurrency or {}).get(kind)
+    source = "games_active_delta" if kind == "games" else "players_active_delta"
+    if measurement is None or measurement.events == 0:
+        raise NoData(f"metric {source} had 0 samples in the raw output, so {kind} concurrency is unknown")
+    aggregation = criterion.expression.aggregation
+    if aggregation in ("peak", "max", "value"):
+        value = float(measurement.peak)
+    elif aggregation in ("mean", "avg"):
+        value = measurement.time_weighted_mean
+    elif aggregation == "share" and measurement.share_at_or_above_target is not None:
+        value = measurement.share_at_or_above_target
+    else:
+        raise NoData(f"{aggregation} is not measured for concurrency (use peak, mean or share)")
+    return value, measurement.events, "lifecycle events"
+
+
+def evaluate(
+    criterion: Criterion,
+    *,
+    scenario_id: str,
+    metrics: Mapping[str, Any] | None,
+    concurrency: Mapping[str, ConcurrencyMeasurement] | None,
+    incomplete_reason: str | None = None,
+) -> CriterionResult:
+    """Judge one criterion; missing data and incomplete runs give verdict "error"."""
+    expression = criterion.expression
+    base: dict[str, Any] = dict(
+        name=criterion.name, scenario_id=scenario_id, metric=criterion.metric.k6_name,
+        expression=criterion.expression_text, aggregation=expression.aggregation, operator=expression.operator,
+        threshold=expression.threshold, unit=criterion.unit, profile=criterion.profile, level=criterion.level,
+        hint=criterion.hint,
+    )
+    try:
+        if criterion.metric.name in CONCURRENCY_METRICS:
+            observed, samples, noun = _observe_concurrency(criterion, concurrency)
+        else:
+            if metrics is None:
+                raise NoData("k6 wrote no summary")
+            observed, samples, noun = _observe_k6(criterion, metrics)
+    except NoData as exc:
+        reason = f"{exc}"
+        if incomplete_reason:
+            reason += f"; run incomplete: {incomplete_reason}"
+        return CriterionResult(**base, verdict="error", message=f"{criterion.name}: no data: {reason} ({criterion.profile} profile)")
+    shown = format_value(observed, criterion.unit)
+    limit = format_value(expression.threshold, criterion.unit)
+    context = f"({criterion.profile} profile, {samples:,} {noun})"
+    if expression.holds(observed):
+        verdict = "pass"
+        message = f"{criterion.name} {expression.aggregation} {shown} {expression.operator} {limit} {context}"
+    else:
+        verdict = "warn" if criterion.level == "warn" else "fail"
+        message = (
+            f"{criterion.name} {expression.aggregation} {shown} {_NEGATION[expression.operator]} {limit} "
+            f"{context}; expected {criterion.expression_text}"
+        )
+    if incomplete_reason:
+        verdict = "error"
+        message = f"{message}; run incomplete: {incomplete_reason}, so the value cannot be trusted"
+    return CriterionResult(**base, observed=observed, samples=samples, verdict=verdict, message=message)

@@ -1,0 +1,38 @@
+"""Hooks a user (conftest or plugin) can implement to change how pytest-prodval acts."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from .bypass import BypassController
+    from .models import SloReport
+    from .report import RunPaths
+    from .seeding import SeedResult
+
+
+@pytest.hookspec(firstresult=True)
+def pytest_prodval_seed_users(
+    config: pytest.Config, base_url: str, emails: list[str], password: str, admin_token: str | None
+) -> SeedResult | None:
+    """Create (or repair) the load-test user pool; the default registers users over HTTP.
+
+    Return a result to stop other implementations (e.g. seed through your own admin API or
+    database). Raise to fail the preflight: every item then ERRORs with your message.
+    Runs once per session, on the xdist controller.
+    """
+
+
+@pytest.hookspec(firstresult=True)
+def pytest_prodval_bypass_controller(config: pytest.Config, prepared: Any, session: Any) -> BypassController | None:
+    """Return the object that turns the staging rate-limit bypass on and off.
+
+    The default talks to the admin endpoint (`POST /api/admin/rate-limit-bypass` with
+    PRODVAL_ADMIN_TOKEN); return a `bypass.CommandBypass` for a pair of commands, or your own.
+    """
+
+
+def pytest_prodval_run_finished(config: pytest.Config, report: SloReport, paths: RunPaths) -> None:
+    """Called after a scenario's artifacts are written (also when criteria fail or the run broke)."""

@@ -1,0 +1,157 @@
+"""Artifacts of a run (plan §6): names, atomic writes, SLO reports, and finding them again."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from .models import CriterionResult, SloReport
+
+_STAMP = re.compile(r"^(?P<id>[A-Z][A-Z0-9_]*)_(?P<env>[a-z0-9-]+)_(?P<ts>\d{8}T\d{6}Z)")
+
+
+def timestamp(now: datetime | None = None) -> str:
+    """Artifact timestamp, UTC, sortable: 20261127T024723Z."""
+    return (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+
+
+def utc_now_iso() -> str:
+    """Current UTC time in ISO 8601."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Every artifact path of one scenario run, named as in plan §6."""
+
+    folder: Path
+    stem: str  # <SCENARIO_ID>_<env>_<timestamp>
+
+    @classmethod
+    def create(cls, folder: Path, scenario_id: str, env: str, stamp: str) -> RunPaths:
+        """Paths for a new run; the folder is created."""
+        folder.mkdir(parents=True, exist_ok=True)
+        return cls(folder, f"{scenario_id}_{env}_{stamp}")
+
+    @property
+    def raw(self) -> Path:
+        """Raw k6 points (NDJSON, gzip)."""
+        return self.folder / f"{self.stem}.json.gz"
+
+    @property
+    def summary(self) -> Path:
+        """k6 handleSummary data."""
+        return self.folder / f"{self.stem}_summary.json"
+
+    @property
+    def slo_report(self) -> Path:
+        """Every criterion judged."""
+        return self.folder / f"{self.stem}_slo_report.json"
+
+    @property
+    def ws_raw(self) -> Path:
+        """The WebSocket companion's raw points."""
+        return self.folder / f"websocket_{self.stem}.json"
+
+    @property
+    def ws_report(self) -> Path:
+        """The WebSocket companion's criteria."""
+        return self.folder / f"websocket_{self.stem}_slo_report.json"
+
+    @property
+    def k6_log(self) -> Path:
+        """k6's own log (JSON lines)."""
+        return self.folder / f"{self.stem}_k6.log"
+
+    @property
+    def html(self) -> Path:
+        """The HTML report."""
+        return self.folder / f"{self.stem}_report.html"
+
+    @property
+    def dashboard(self) -> Path:
+        """k6's web-dashboard export."""
+        return self.folder / f"{self.stem}_k6_dashboard.html"
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write a file so that readers see the old or the new content, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode() if isinstance(data, str) else data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_report(report: SloReport, path: Path) -> None:
+    """Write an SLO report atomically."""
+    write_atomic(path, report.model_dump_json(indent=2))
+
+
+def load_report(path: Path) -> SloReport:
+    """Read an SLO report; a bad file raises ValueError naming it."""
+    try:
+        return SloReport.model_validate_json(path.read_bytes())
+    except (OSError, ValidationError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable SLO report: {str(exc).splitlines()[0]}") from None
+
+
+def load_summary(path: Path) -> dict[str, Any]:
+    """Read a k6 summary written by the script's handleSummary; ValueError if unusable."""
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: k6 wrote no summary") from None
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: summary is not valid JSON (truncated?): {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
+        raise ValueError(f"{path}: not a k6 summary (no 'metrics')")
+    return data
+
+
+def websocket_subset(report: SloReport, names: set[str]) -> SloReport:
+    """The WebSocket companion's own report: the same run, only its criteria."""
+    criteria: list[CriterionResult] = [c for c in report.criteria if c.name in names]
+    subset = report.model_copy(update={"criteria": criteria, "series": []})
+    return subset.model_copy(update={"verdict": subset.decide()})
+
+
+def parse_stem(name: str) -> tuple[str, str, str] | None:
+    """(scenario id, env, timestamp) from an artifact file name, or None."""
+    match = _STAMP.match(name)
+    return (match["id"], match["env"], match["ts"]) if match else None
+
+
+def find_runs(path: Path) -> dict[str, Path]:
+    """The latest SLO report or summary per scenario id under `path` (file or folder).
+
+    A file may be a report, a summary or a raw file: its siblings are found by name.
+    """
+    if path.is_file():
+        parsed = parse_stem(path.name)
+        if parsed is None:
+            raise ValueError(f"{path}: not a pytest-prodval artifact name (<SCENARIO_ID>_<env>_<timestamp>...)")
+        return {parsed[0]: path}
+    candidates: list[tuple[tuple[str, bool], str, Path]] = []
+    for candidate in [*path.glob("*_summary.json"), *path.glob("*_slo_report.json")]:
+        parsed = parse_stem(candidate.name)
+        if parsed is not None:  # a report beats the summary of the same run
+            candidates.append(((parsed[2], candidate.name.endswith("_slo_report.json")), parsed[0], candidate))
+    latest: dict[str, Path] = {}
+    for _, scenario_id, candidate in sorted(candidates):
+        latest[scenario_id] = candidate
+    return latest

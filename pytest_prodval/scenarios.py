@@ -1,0 +1,418 @@
+"""Scenario, criteria-catalogue and environment files: pydantic models and loaders.
+
+Files live in one folder (`scenarios/` by default):
+`_environments.toml`, `_criteria.toml` and one `<marker>.toml` per scenario. Files whose name
+starts with `_` are not scenarios. Every problem is reported as a `ScenarioFileError` naming
+the file, the field and what was expected; the plugin turns it into a `pytest.UsageError`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .expressions import Expression, ExpressionError, MetricRef, parse_expression, parse_metric
+
+ENVIRONMENTS_FILE = "_environments.toml"
+CRITERIA_FILE = "_criteria.toml"
+
+# Metrics the plugin computes itself from the raw output (not by k6).
+CONCURRENCY_METRICS = {"prodval_concurrent_games": "games", "prodval_concurrent_players": "players"}
+
+_DURATION = re.compile(r"^(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m(?!s))?(?:(?P<s>\d+(?:\.\d+)?)s)?(?:(?P<ms>\d+)ms)?$")
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class ScenarioFileError(Exception):
+    """A scenario, criteria or environment file that cannot be used."""
+
+
+def parse_duration(text: str) -> float:
+    """Seconds of a k6 duration such as `1m30s`, `90s`, `1500ms`, `2h`."""
+    match = _DURATION.match(text.strip())
+    if not text.strip() or not match or not any(match.groupdict().values()):
+        raise ValueError(f"{text!r} is not a duration; expected k6 style such as '30s', '5m', '1m30s', '1500ms'")
+    parts = {k: float(v) for k, v in match.groupdict().items() if v}
+    return parts.get("h", 0) * 3600 + parts.get("m", 0) * 60 + parts.get("s", 0) + parts.get("ms", 0) / 1000
+
+
+def format_duration(seconds: float) -> str:
+    """A k6 duration string in whole milliseconds."""
+    return f"{max(1, round(seconds * 1000))}ms"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Stage(_Strict):
+    """One k6 ramping-vus stage."""
+
+    duration: str
+    target: int = Field(ge=0)
+
+    @field_validator("duration")
+    @classmethod
+    def _valid_duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @property
+    def seconds(self) -> float:
+        """The stage duration in seconds."""
+        return parse_duration(self.duration)
+
+
+class Targets(_Strict):
+    """What the scenario must reach: games, players (seats incl. AI), game shape."""
+
+    games: int = Field(ge=1)
+    players: int = Field(ge=1)
+    players_per_game: int = Field(ge=2, le=4)
+    ai_seats: int = Field(default=0, ge=0)
+    board: str = "square8"
+
+    @model_validator(mode="after")
+    def _humans_left(self) -> Targets:
+        if self.ai_seats >= self.players_per_game:
+            raise ValueError("ai_seats must leave at least one human seat (ai_seats < players_per_game)")
+        return self
+
+    @property
+    def humans_per_game(self) -> int:
+        """Human seats per game (each is one k6 VU)."""
+        return self.players_per_game - self.ai_seats
+
+
+class GameSettings(_Strict):
+    """How a game is played by the k6 script."""
+
+    moves_per_game: int = Field(default=30, ge=1)
+    think_time_ms: int = Field(default=800, ge=0)
+    stall_ms: int = Field(default=2000, ge=1)
+
+
+class WebSocketCompanion(_Strict):
+    """Long-lived WebSocket connections alongside the players (its own k6 scenario)."""
+
+    enabled: bool = True
+    vus: int = Field(default=20, ge=1)
+    ping_interval_ms: int = Field(default=1000, ge=50)
+
+
+class CriterionSpec(_Strict):
+    """A criterion as written in the catalogue or a scenario file: thresholds per profile."""
+
+    metric: str
+    unit: str = ""
+    description: str = ""
+    hint: str | None = None
+    when: Literal["always", "ai", "websocket_companion"] = "always"
+    level: Literal["gate", "warn"] = "gate"
+    samples_from: str | None = None  # for counters: the metric whose sample count is the denominator
+    thresholds: dict[str, str] = Field(default_factory=dict)  # profile -> expression
+
+    @field_validator("metric", "samples_from")
+    @classmethod
+    def _valid_metric(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_metric(value)
+            except ExpressionError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+
+class Criterion(_Strict):
+    """A criterion resolved for one scenario and profile."""
+
+    name: str
+    metric: MetricRef
+    expression: Expression
+    expression_text: str
+    profile: str
+    unit: str
+    description: str
+    hint: str | None
+    level: Literal["gate", "warn"]
+    samples_from: MetricRef | None
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
+
+
+class Scenario(_Strict):
+    """One scenario file: the plan's id, marker, stages, targets and criteria."""
+
+    id: str = Field(pattern=r"^[A-Z][A-Z0-9_]*$")
+    marker: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    description: str = ""
+    script: str = "k6/game.js"
+    profile: str = "staging"
+    stages: list[Stage] = Field(min_length=1)
+    steady_stage: int | None = None
+    graceful_ramp_down: str = "30s"
+    targets: Targets
+    game: GameSettings = GameSettings()
+    websocket_companion: WebSocketCompanion = WebSocketCompanion(enabled=False)
+    profile_overrides: dict[str, str] = Field(default_factory=dict)
+    criteria: dict[str, CriterionSpec] = Field(default_factory=dict)
+    source: Path | None = None
+
+    @model_validator(mode="after")
+    def _steady_in_range(self) -> Scenario:
+        if self.steady_stage is not None and not 0 <= self.steady_stage < len(self.stages):
+            raise ValueError(f"steady_stage={self.steady_stage} is not an index of stages (0..{len(self.stages) - 1})")
+        return self
+
+    @property
+    def peak_vus(self) -> int:
+        """Peak VUs of the run: players at the highest stage plus companion connections."""
+        players = max(stage.target for stage in self.stages)
+        return players + (self.websocket_companion.vus if self.websocket_companion.enabled else 0)
+
+    @property
+    def player_vus(self) -> int:
+        """Peak player VUs (one VU is one human player)."""
+        return max(stage.target for stage in self.stages)
+
+    def steady_window_s(self, time_scale: float = 1.0) -> tuple[float, float] | None:
+        """Seconds from the start of the run to the start and end of the steady window."""
+        if self.steady_stage is None:
+            return None
+        start = sum(stage.seconds for stage in self.stages[: self.steady_stage]) * time_scale
+        return start, start + self.stages[self.steady_stage].seconds * time_scale
+
+    def duration_s(self, time_scale: float = 1.0) -> float:
+        """Planned duration of the players scenario (all stages)."""
+        return sum(stage.seconds for stage in self.stages) * time_scale
+
+    def applies(self, spec: CriterionSpec) -> bool:
+        """Whether a catalogue criterion applies to this scenario (AI and companion ones may not)."""
+        if spec.when == "ai":
+            return self.targets.ai_seats > 0
+        if spec.when == "websocket_companion":
+            return self.websocket_companion.enabled
+        return True
+
+
+class Environment(_Strict):
+    """A target environment; values may reference variables as ${VAR} or ${VAR:-default}."""
+
+    name: str
+    description: str = ""
+    embedded: bool = False  # the reference stack started by the plugin
+    production: bool = False
+    base_url: str | None = None
+    ws_url: str | None = None
+    ai_service_url: str | None = None
+    profile: str | None = None
+
+
+class Catalogue(BaseModel):
+    """Criteria catalogue plus the scenarios and environments of one folder."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    folder: Path
+    criteria: dict[str, CriterionSpec]
+    scenarios: list[Scenario]
+    environments: dict[str, Environment]
+
+    @property
+    def profiles(self) -> set[str]:
+        """Every profile some criterion has thresholds for."""
+        names: set[str] = set()
+        for spec in self.criteria.values():
+            names.update(spec.thresholds)
+        for scenario in self.scenarios:
+            for spec in scenario.criteria.values():
+                names.update(spec.thresholds)
+        return names
+
+    def scenario(self, key: str) -> Scenario:
+        """A scenario by id or marker."""
+        for scenario in self.scenarios:
+            if key in (scenario.id, scenario.marker):
+                return scenario
+        raise KeyError(key)
+
+    def criteria_for(self, scenario: Scenario, profile: str | None = None) -> list[Criterion]:
+        """The criteria of a scenario, thresholds resolved at its profile (or `profile` for all)."""
+        merged: dict[str, CriterionSpec] = {}
+        for name, spec in self.criteria.items():
+            spec = scenario.criteria.get(name, spec)
+            if scenario.applies(spec):
+                merged[name] = spec
+        for name, spec in scenario.criteria.items():
+            merged.setdefault(name, spec)
+        result = []
+        for name, spec in merged.items():
+            chosen = profile or scenario.profile_overrides.get(name, scenario.profile)
+            where = scenario.source.name if scenario.source else scenario.id
+            if chosen not in spec.thresholds:
+                raise ScenarioFileError(
+                    f"{where}: criterion {name!r} has no threshold for profile {chosen!r} "
+                    f"(it has: {', '.join(sorted(spec.thresholds)) or 'none'})"
+                )
+            text = spec.thresholds[chosen].format(**scenario.targets.model_dump())
+            try:
+                expression = parse_expression(text)
+            except ExpressionError as exc:
+                raise ScenarioFileError(f"{where}: criteria.{name}.{chosen}: {exc}") from None
+            metric = parse_metric(spec.metric)
+            if scenario.steady_stage is None:  # judged over the whole run
+                metric = MetricRef(metric.name, tuple(t for t in metric.tags if t[0] != "phase"))
+            result.append(
+                Criterion(
+                    name=name,
+                    metric=metric,
+                    expression=expression,
+                    expression_text=text,
+                    profile=chosen,
+                    unit=spec.unit,
+                    description=spec.description,
+                    hint=spec.hint,
+                    level=spec.level,
+                    samples_from=parse_metric(spec.samples_from) if spec.samples_from else None,
+                )
+            )
+        return result
+
+
+def expand_vars(text: str, env: Mapping[str, str]) -> str:
+    """Expand ${VAR} and ${VAR:-default}; a missing variable without default raises KeyError(VAR)."""
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match["name"], match["default"]
+        value = env.get(name) or default
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    return re.sub(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}", replace, text)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioFileError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ScenarioFileError(f"{path}: cannot be read: {exc.strerror}") from None
+
+
+def _explain(path: Path, exc: ValidationError, prefix: str = "") -> ScenarioFileError:
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in (prefix, *error["loc"]) if part != "")
+        got = error.get("input")
+        got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"  {where or '<file>'}: {error['msg']}{got_text}")
+    return ScenarioFileError(f"{path}: invalid:\n" + "\n".join(lines))
+
+
+def _criterion_spec(path: Path, name: str, body: Any, prefix: str) -> CriterionSpec:
+    if not _NAME.match(name):
+        raise ScenarioFileError(f"{path}: {prefix}{name}: criterion names are lower_snake_case")
+    if not isinstance(body, dict):
+        raise ScenarioFileError(f"{path}: {prefix}{name}: expected a table of metric, unit and thresholds")
+    fields = set(CriterionSpec.model_fields) - {"thresholds"}
+    data = {k: v for k, v in body.items() if k in fields}
+    data["thresholds"] = {k: v for k, v in body.items() if k not in fields}
+    for profile, text in data["thresholds"].items():
+        if not isinstance(text, str):
+            raise ScenarioFileError(f"{path}: {prefix}{name}.{profile}: expected an expression string such as 'p(95)<500'")
+        try:  # placeholders such as {games} are filled per scenario
+            parse_expression(re.sub(r"\{[a-z_]+\}", "1", text))
+        except ExpressionError as exc:
+            raise ScenarioFileError(f"{path}: {prefix}{name}.{profile}: {exc}") from None
+    try:
+        return CriterionSpec.model_validate(data)
+    except ValidationError as exc:
+        raise _explain(path, exc, f"{prefix}{name}") from None
+
+
+def _check_names(criteria: Mapping[str, Any], where: str) -> None:
+    """No criterion name may be a substring of another: `-k NAME` must select exactly one."""
+    names = sorted(criteria)
+    for a in names:
+        for b in names:
+            if a != b and a in b:
+                raise ScenarioFileError(
+                    f"{where}: criterion {a!r} is a substring of {b!r}, so `-k {a}` would select both; rename one"
+                )
+
+
+def load_catalogue(folder: Path) -> Catalogue:
+    """Load and validate every file of a scenarios folder."""
+    if not folder.is_dir():
+        raise ScenarioFileError(f"{folder}: scenarios folder not found (set --prodval-scenarios or ini prodval_scenarios)")
+    criteria_path = folder / CRITERIA_FILE
+    catalogue_raw = _read_toml(criteria_path) if criteria_path.exists() else {}
+    criteria = {name: _criterion_spec(criteria_path, name, body, "") for name, body in catalogue_raw.items()}
+    environments: dict[str, Environment] = {}
+    env_path = folder / ENVIRONMENTS_FILE
+    if env_path.exists():
+        for name, body in _read_toml(env_path).items():
+            try:
+                environments[name] = Environment.model_validate({**body, "name": name})
+            except (ValidationError, TypeError) as exc:
+                if isinstance(exc, ValidationError):
+                    raise _explain(env_path, exc, name) from None
+                raise ScenarioFileError(f"{env_path}: {name}: expected a table") from None
+    scenarios: list[Scenario] = []
+    for path in sorted(folder.glob("*.toml")):
+        if path.name.startswith("_"):
+            continue
+        raw = _read_toml(path)
+        raw_criteria = raw.pop("criteria", {})
+        if not isinstance(raw_criteria, dict):
+            raise ScenarioFileError(f"{path}: criteria: expected tables [criteria.NAME]")
+        try:
+            scenario = Scenario.model_validate({**raw, "source": path})
+        except ValidationError as exc:
+            raise _explain(path, exc) from None
+        specs = {}  # a scenario entry overrides only the keys it writes
+        for name, body in raw_criteria.items():
+            base = catalogue_raw.get(name, {}) if isinstance(body, dict) else {}
+            specs[name] = _criterion_spec(path, name, {**base, **body} if isinstance(body, dict) else body, "criteria.")
+        scenario = scenario.model_copy(update={"criteria": specs})
+        for name in scenario.profile_overrides:
+            if name not in criteria and name not in scenario.criteria:
+                raise ScenarioFileError(f"{path}: profile_overrides.{name}: no such criterion")
+        _check_names({**criteria, **scenario.criteria}, str(path))
+        scenarios.append(scenario)
+    seen: dict[str, Path | None] = {}
+    for scenario in scenarios:
+        for key in (scenario.id, scenario.marker):
+            if key in seen:
+                raise ScenarioFileError(f"{scenario.source}: {key!r} is also used by {seen[key]}")
+            seen[key] = scenario.source
+    catalogue = Catalogue(folder=folder, criteria=criteria, scenarios=scenarios, environments=environments)
+    for scenario in scenarios:  # every threshold resolves at the scenario's own profiles
+        catalogue.criteria_for(scenario)
+    return catalogue
+
+
+def resolve_environment(env: Environment, variables: Mapping[str, str] | None = None) -> Environment:
+    """Expand variables in an environment's URLs; missing variables raise ScenarioFileError."""
+    variables = os.environ if variables is None else variables
+    updates: dict[str, str | None] = {}
+    for field in ("base_url", "ws_url", "ai_service_url"):
+        value = getattr(env, field)
+        if value is None:
+            continue
+        try:
+            updates[field] = expand_vars(value, variables).rstrip("/")
+        except KeyError as exc:
+            raise ScenarioFileError(
+                f"environment {env.name!r}: {field} needs the variable {exc.args[0]} (e.g. export {exc.args[0]}=...)"
+            ) from None
+    return env.model_copy(update=updates)

@@ -1,0 +1,213 @@
+"""Command-line options, ini keys and env vars → one validated `Settings` object.
+
+Precedence for every setting: command-line option → environment variable → ini key →
+default; the source of each value is kept and echoed in the report header.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, ConfigDict
+
+ENV_DEST = "prodval_env"
+SHORT_ENV_DEST = "prodval_env_short"
+
+# Hosts that look like production unless the user configures their own patterns.
+DEFAULT_PRODUCTION_HOSTS = r"(^|[.-])(prod|production|live)([.-]|$)"
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _time_scale(value: str) -> float:
+    try:
+        scale = float(value)
+    except ValueError:
+        raise pytest.UsageError(f"--prodval-time-scale: {value!r} is not a number; expected e.g. 0.05") from None
+    if not 0 < scale <= 10:
+        raise pytest.UsageError(f"--prodval-time-scale: {value} must be > 0 and <= 10 (1 = the plan's durations)")
+    return scale
+
+
+def _flag(value: str, name: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise pytest.UsageError(f"{name}: {value!r} is not a boolean; expected true or false")
+
+
+def add_options(parser: pytest.Parser) -> None:
+    """Register the namespaced options and ini keys (`--env` is added separately, see plugin)."""
+    group = parser.getgroup("prodval", "production validation (pytest-prodval)")
+    group.addoption("--prodval-env", dest=ENV_DEST, metavar="NAME",
+                    help="Environment to validate (staging, perf, local, ...); nothing runs without one. Env var PRODVAL_ENV")
+    group.addoption("--prodval-scenarios", metavar="DIR",
+                    help="Folder with scenario, criteria and environment files (default: <rootdir>/scenarios)")
+    group.addoption("--prodval-results-dir", metavar="DIR",
+                    help="Where run artifacts go (default: tests/load/results)")
+    group.addoption("--prodval-profile", metavar="PROFILE",
+                    help="Judge every criterion at this SLO profile instead of the scenario's own")
+    group.addoption("--prodval-time-scale", metavar="FACTOR",
+                    help="Multiply every stage duration by FACTOR (e.g. 0.05 for a quick run); concurrency targets stay")
+    group.addoption("--prodval-from-results", metavar="PATH",
+                    help="Re-evaluate criteria from a previous run (SLO report, summary, raw file or folder): no k6, no network")
+    group.addoption("--prodval-k6", metavar="PATH", help="The k6 binary (default: k6 on PATH). Env var PRODVAL_K6")
+    group.addoption("--prodval-seed", metavar="BOOL",
+                    help="Seed the load-test user pool before the run (default: true for embedded stacks, else SEED_LOADTEST_USERS)")
+    group.addoption("--prodval-bypass", metavar="BOOL",
+                    help="Enable the staging rate-limit bypass during k6 runs (default: RATE_LIMIT_BYPASS_ENABLED)")
+    group.addoption("--prodval-baseline", metavar="PATH",
+                    help="A previous SLO report: adds run-over-run comparison criteria")
+    group.addoption("--prodval-update-docs", action="store_true", default=None,
+                    help="Update docs/testing/BASELINE_CAPACITY.md and the readiness checklist from the results")
+    group.addoption("--prodval-junit-properties", action="store_true", default=None,
+                    help="Also write testcase <properties> in JUnit XML (not valid against strict junit-10.xsd)")
+    parser.addini("prodval_env", "Default environment (see --prodval-env)")
+    parser.addini("prodval_scenarios", "Scenarios folder, relative to rootdir")
+    parser.addini("prodval_results_dir", "Results folder, relative to rootdir")
+    parser.addini("prodval_profile", "Default SLO profile override")
+    parser.addini("prodval_time_scale", "Default time scale")
+    parser.addini("prodval_production_hosts", "Regex of host names that are production and must never be targeted")
+
+
+def add_short_env_option(parser: pytest.Parser) -> bool:
+    """Add `--env` unless an earlier plugin or conftest already owns it; return whether we added it."""
+    if option_taken(parser, "--env"):
+        return False
+    parser.getgroup("prodval").addoption(
+        "--env", dest=SHORT_ENV_DEST, metavar="NAME", help="Short for --prodval-env (unless a conftest defines --env)"
+    )
+    return True
+
+
+def option_taken(parser: pytest.Parser, name: str) -> bool:
+    """Whether any option group already defines `name` (argparse would refuse a second one)."""
+    groups = [getattr(parser, "_anonymous", None), *getattr(parser, "_groups", [])]
+    return any(name in option.names() for group in groups if group is not None for option in group.options)
+
+
+class Settings(BaseModel):
+    """All settings of a session, validated once at configure time."""
+
+    model_config = ConfigDict(frozen=True)
+
+    env: str | None
+    env_source: str | None
+    scenarios_dir: Path
+    scenarios_source: str
+    results_dir: Path
+    profile: str | None
+    time_scale: float
+    from_results: Path | None
+    k6_bin: str
+    seed: bool | None
+    bypass: bool
+    baseline: Path | None
+    update_docs: bool
+    junit_properties: bool
+    production_hosts: re.Pattern[str]
+    short_env_option: bool
+
+    @property
+    def active(self) -> bool:
+        """Whether this session validates anything (an environment or offline results)."""
+        return self.env is not None or self.from_results is not None
+
+    def header_lines(self) -> list[str]:
+        """Lines for pytest's report header."""
+        lines = [f"prodval: env={self.env or '-'} (from {self.env_source or 'nowhere: plugin idle'})"]
+        if self.active:
+            lines.append(
+                f"prodval: scenarios={self.scenarios_dir} (from {self.scenarios_source}), results={self.results_dir}, "
+                f"profile={self.profile or 'per scenario'}, time-scale={self.time_scale:g}"
+            )
+        if self.from_results:
+            lines.append(f"prodval: re-evaluating {self.from_results} (no k6, no network)")
+        if not self.short_env_option:
+            lines.append("prodval: --env belongs to another plugin or conftest here; use --prodval-env")
+        return lines
+
+
+def _pick(config: pytest.Config, option: Any, env_var: str | None, ini: str | None) -> tuple[str | None, str | None]:
+    """First value set among option → env var → ini, with its source."""
+    if option not in (None, ""):
+        return str(option), "option"
+    if env_var and os.environ.get(env_var):
+        return os.environ[env_var], f"env {env_var}"
+    if ini:
+        value = config.getini(ini)
+        if value:
+            return str(value), f"ini {ini}"
+    return None, None
+
+
+def load_settings(config: pytest.Config) -> Settings:
+    """Build Settings from the config; bad values raise pytest.UsageError."""
+    opt = config.option
+    short_env = getattr(opt, SHORT_ENV_DEST, None)
+    env, env_source = _pick(config, getattr(opt, ENV_DEST, None) or short_env, "PRODVAL_ENV", "prodval_env")
+    if env_source == "option":
+        env_source = "option --env" if short_env and not getattr(opt, ENV_DEST, None) else "option --prodval-env"
+    rootdir = Path(config.rootpath)
+    scen, scen_source = _pick(config, opt.prodval_scenarios, "PRODVAL_SCENARIOS", "prodval_scenarios")
+    scenarios_dir = (rootdir / scen) if scen else rootdir / "scenarios"
+    results, _ = _pick(config, opt.prodval_results_dir, "PRODVAL_RESULTS_DIR", "prodval_results_dir")
+    profile, _ = _pick(config, opt.prodval_profile, "PRODVAL_PROFILE", "prodval_profile")
+    scale, _ = _pick(config, opt.prodval_time_scale, "PRODVAL_TIME_SCALE", "prodval_time_scale")
+    from_results = Path(opt.prodval_from_results) if opt.prodval_from_results else None
+    if from_results is not None and not from_results.exists():
+        raise pytest.UsageError(f"--prodval-from-results: {from_results} does not exist")
+    seed_text, _ = _pick(config, opt.prodval_seed, "SEED_LOADTEST_USERS", None)
+    bypass_text, _ = _pick(config, opt.prodval_bypass, "RATE_LIMIT_BYPASS_ENABLED", None)
+    baseline = Path(opt.prodval_baseline) if opt.prodval_baseline else None
+    if baseline is not None and not baseline.is_file():
+        raise pytest.UsageError(f"--prodval-baseline: {baseline} is not a file (expected a *_slo_report.json)")
+    hosts, _ = _pick(config, None, "PRODVAL_PRODUCTION_HOSTS", "prodval_production_hosts")
+    try:
+        production_hosts = re.compile(hosts or DEFAULT_PRODUCTION_HOSTS, re.IGNORECASE)
+    except re.error as exc:
+        raise pytest.UsageError(f"prodval_production_hosts: {hosts!r} is not a regular expression: {exc}") from None
+    k6_bin, _ = _pick(config, opt.prodval_k6, "PRODVAL_K6", None)
+    return Settings(
+        env=env,
+        env_source=env_source,
+        scenarios_dir=scenarios_dir,
+        scenarios_source=scen_source or "default",
+        results_dir=(rootdir / results) if results else rootdir / "tests" / "load" / "results",
+        profile=profile,
+        time_scale=_time_scale(scale) if scale else 1.0,
+        from_results=from_results,
+        k6_bin=k6_bin or "k6",
+        seed=_flag(seed_text, "--prodval-seed / SEED_LOADTEST_USERS") if seed_text is not None else None,
+        bypass=_flag(bypass_text, "--prodval-bypass / RATE_LIMIT_BYPASS_ENABLED") if bypass_text is not None else False,
+        baseline=baseline,
+        update_docs=bool(opt.prodval_update_docs),
+        junit_properties=bool(opt.prodval_junit_properties),
+        production_hosts=production_hosts,
+        short_env_option=hasattr(opt, SHORT_ENV_DEST),
+    )
+
+
+def refuse_production(name: str, production: bool, urls: list[str | None], pattern: re.Pattern[str]) -> None:
+    """UsageError before anything is sent if the environment is, or looks like, production."""
+    from urllib.parse import urlsplit
+
+    if production:
+        raise pytest.UsageError(
+            f"environment {name!r} is marked production: pytest-prodval only targets staging or perf stacks (plan scope)"
+        )
+    for url in filter(None, urls):
+        host = urlsplit(url).hostname or ""
+        if pattern.search(host):
+            raise pytest.UsageError(
+                f"environment {name!r}: {url} looks like production (host {host!r} matches {pattern.pattern!r}); "
+                "pytest-prodval only targets staging or perf stacks. If this host is not production, set "
+                "PRODVAL_PRODUCTION_HOSTS / ini prodval_production_hosts to a pattern that excludes it"
+            )

@@ -1,0 +1,48 @@
+"""Terminal summary: per scenario, every criterion's value, and the overall GO / NO-GO."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .criteria import format_value
+
+if TYPE_CHECKING:
+    from .session import RunOutcome
+
+_MARK = {"pass": "PASS", "fail": "FAIL", "error": "ERROR", "warn": "WARN"}
+
+
+def overall(outcomes: list[RunOutcome]) -> str:
+    """GO only when every scenario run is GO."""
+    verdicts = [o.report.verdict if o.report else "ERROR" for o in outcomes]
+    if not verdicts or "ERROR" in verdicts:
+        return "ERROR" if verdicts else "NO RUN"
+    return "NO-GO" if "NO-GO" in verdicts else "GO"
+
+
+def write_summary(reporter: Any, outcomes: list[RunOutcome]) -> None:
+    """Write the prodval section of the terminal summary."""
+    if not outcomes:
+        return
+    reporter.section("prodval: production validation", sep="=", bold=True)
+    for outcome in sorted(outcomes, key=lambda o: o.scenario_id):
+        report = outcome.report
+        verdict = report.verdict if report else "ERROR"
+        head = f"{outcome.scenario_id}: {verdict}"
+        if report is not None:
+            head += f"  (env {report.env}, profile {report.profile}, k6 {report.k6_version or '?'}, run {report.timestamp})"
+        reporter.write_line(head, bold=True, red=verdict != "GO", green=verdict == "GO")
+        if outcome.error:
+            reporter.write_line(f"    {outcome.error}", red=True)
+        if report is None:
+            continue
+        width = max((len(c.name) for c in report.criteria), default=10)
+        for c in report.criteria:
+            value = format_value(c.observed, c.unit)
+            line = f"    {_MARK[c.verdict]:<5} {c.name:<{width}}  {value:>12}  {c.expression:<16} {c.samples:>9,} samples"
+            reporter.write_line(line, red=c.verdict in ("fail", "error"), yellow=c.verdict == "warn")
+        if report.artifacts.get("slo_report"):
+            reporter.write_line(f"    report: {report.artifacts['slo_report']}" + (
+                f", html: {report.artifacts['html']}" if report.artifacts.get("html") else ""))
+    decision = overall(outcomes)
+    reporter.write_line(f"prodval overall: {decision}", bold=True, red=decision != "GO", green=decision == "GO")
