@@ -1,0 +1,81 @@
+"""Shared test helpers: a copy of the project's scenarios and k6-like results written by hand."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_prodval.scenarios import load_catalogue
+
+REPO = Path(__file__).resolve().parent.parent
+SCENARIOS = REPO / "scenarios"
+
+
+@pytest.fixture
+def scenarios_dir(pytester: pytest.Pytester) -> Path:
+    """The project's scenario files copied into the pytester folder."""
+    target = pytester.path / "scenarios"
+    shutil.copytree(SCENARIOS, target)
+    return target
+
+
+def passing_metrics(scenario_key: str, *, profile: str | None = None, scenarios: Path = SCENARIOS,
+                    overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A k6 summary `metrics` object in which every criterion of the scenario holds."""
+    catalogue = load_catalogue(scenarios)
+    scenario = catalogue.scenario(scenario_key)
+    metrics: dict[str, Any] = {}
+    for criterion in catalogue.criteria_for(scenario, profile):
+        name = criterion.metric.k6_name
+        agg = criterion.expression.aggregation
+        if criterion.metric.name.startswith("prodval_"):
+            continue
+        if agg == "rate":
+            good = 1.0 if criterion.expression.operator in (">", ">=") else 0.0
+            passes = 1000 if good else 0
+            metrics[name] = {"type": "rate", "contains": "default", "values": {"rate": good, "passes": passes, "fails": 1000 - passes}}
+        elif agg == "count":
+            metrics.setdefault(name, {"type": "counter", "contains": "default", "values": {"count": 0, "rate": 0}})
+        else:
+            values = {"avg": 10.0, "min": 1.0, "med": 9.0, "max": 50.0, "p(90)": 20.0, "p(95)": 25.0, "p(99)": 40.0, "count": 500}
+            metrics[name] = {"type": "trend", "contains": "time", "values": values}
+        if criterion.samples_from is not None:
+            metrics.setdefault(criterion.samples_from.k6_name,
+                               {"type": "rate", "contains": "default", "values": {"rate": 0.0, "passes": 0, "fails": 4321}})
+    for name, values in (overrides or {}).items():
+        if values is None:
+            metrics.pop(name, None)
+        else:
+            metrics.setdefault(name, {"type": "trend", "values": {}})["values"].update(values)
+    return metrics
+
+
+def write_run(folder: Path, scenario_id: str, *, metrics: dict[str, Any], games: int, players: int,
+              env: str = "local", stamp: str = "20261127T010000Z", steady: tuple[float, float] = (10.0, 20.0)) -> Path:
+    """A k6-like summary + raw file pair, as a run would leave them in the results folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"{scenario_id}_{env}_{stamp}"
+    t0 = 1_800_000_000_000
+    (folder / f"{stem}_summary.json").write_text(json.dumps({"metrics": metrics, "setup_data": {"t0": t0}, "state": {}}))
+    lines = []
+    for metric, count in (("games_active_delta", games), ("players_active_delta", players)):
+        lines.append(json.dumps({"type": "Metric", "data": {"name": metric, "type": "counter"}, "metric": metric}))
+        for _ in range(count):
+            lines.append(_point(metric, t0 + 5_000, 1))
+        lines.append(_point(metric, t0 + 3_600_000, -count))  # ends after any steady window
+    with gzip.open(folder / f"{stem}.json.gz", "wt") as handle:
+        handle.write("\n".join(lines) + "\n")
+    return folder / f"{stem}_summary.json"
+
+
+def _point(metric: str, t_ms: int, value: float) -> str:
+    from datetime import datetime, timezone
+
+    iso = datetime.fromtimestamp(t_ms / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return json.dumps({"metric": metric, "type": "Point",
+                       "data": {"time": iso, "value": value, "tags": {"phase": "ramp", "scenario": "players"}}})
