@@ -175,13 +175,23 @@ def find_k6(k6_bin: str) -> str | None:
     return str(beside) if k6_bin == "k6" and beside.exists() else None
 
 
-def k6_command(k6: str, script: Path, raw_path: Path, extra_outputs: list[str] | None = None) -> list[str]:
-    """The k6 command line: no REST port, no usage report, raw points to `raw_path`."""
-    argv = [k6, "run", "--no-usage-report", "--address", "", "--quiet", "--no-color",
-            "--log-format", "json", "--out", f"json={raw_path}"]
-    for output in extra_outputs or []:
-        argv += ["--out", output]
-    return argv + [str(script)]
+def k6_command(k6: str, script: Path, raw_path: Path, *, api_address: str = "") -> list[str]:
+    """The k6 command line: no usage report, raw points to `raw_path`.
+
+    The REST API (for the live progress line) listens only on a free loopback port, or not
+    at all (`--address ""`): k6's default 6565 collides between parallel runs.
+    """
+    return [k6, "run", "--no-usage-report", "--address", api_address, "--quiet", "--no-color",
+            "--log-format", "json", "--out", f"json={raw_path}", str(script)]
+
+
+def free_loopback_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _log_tail(log_path: Path, lines: int = 20) -> list[str]:

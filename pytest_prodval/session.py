@@ -23,7 +23,8 @@ from pydantic import BaseModel
 from . import criteria as criteria_mod
 from .models import BypassRecord, SloReport
 from .report import RunPaths, find_runs, load_report, load_summary, parse_stem, timestamp, utc_now_iso, websocket_subset, write_atomic, write_report
-from .runner import K6Result, PoolSettings, Target, find_k6, k6_command, k6_config, run_k6
+from .progress import Progress
+from .runner import K6Result, PoolSettings, Target, find_k6, free_loopback_port, k6_command, k6_config, run_k6
 from .scenarios import Catalogue, Criterion, Environment, Scenario
 from .settings import Settings
 
@@ -303,14 +304,15 @@ class ProdvalSession:
         assert scenario.source is not None and prepared.k6_path is not None
         script = (scenario.source.parent / scenario.script).resolve()
         env = self._k6_env(config, paths, scenario)
-        argv = k6_command(prepared.k6_path, script, paths.raw)
+        api_port = free_loopback_port()
+        argv = k6_command(prepared.k6_path, script, paths.raw, api_address=f"127.0.0.1:{api_port}")
         timeout = scenario.duration_s(self.settings.time_scale) + config["gracefulRampDownS"] + 120
         lease = None if prepared.bypass_by_controller else self.bypass_lease()
         with lease if lease is not None else nullcontext():
             if lease is not None:
                 report.bypass = lease.to_record()
             result = run_k6(argv, env=env, cwd=script.parent, log_path=paths.k6_log, timeout_s=timeout,
-                            on_tick=self._progress(scenario, timeout))
+                            on_tick=Progress(self.config, scenario, self.settings.time_scale, api_port))
         if lease is not None:
             report.bypass = lease.to_record()
         report.finished_at, report.k6_exit_code = utc_now_iso(), result.exit_code
@@ -328,11 +330,6 @@ class ProdvalSession:
             K6_WEB_DASHBOARD_HOST="127.0.0.1", K6_WEB_DASHBOARD_PORT="-1", K6_WEB_DASHBOARD_PERIOD=f"{period}s",
         )
         return env
-
-    def _progress(self, scenario: Scenario, timeout: float) -> Any:
-        from .progress import Progress
-
-        return Progress(self.config, scenario, self.settings.time_scale)
 
     def _judge(self, scenario: Scenario, criteria: list[Criterion], paths: RunPaths, report: SloReport, result: K6Result) -> RunOutcome:
         from . import rawreader
