@@ -67,7 +67,7 @@ class HttpBypass:
 
     def disable(self) -> None:
         """Switch off now."""
-        self._post({"enabled": False, "leaseSeconds": 0})
+        self._post({"enabled": False})
 
     def status(self) -> bool | None:
         """Whether the target has the bypass on right now."""

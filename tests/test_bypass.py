@@ -1,0 +1,234 @@
+"""The rate-limit bypass lease: on inside, off after — on exceptions, Ctrl-C and a killed pytest too."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from pytest_prodval.bypass import BypassController, BypassError, BypassLease, CommandBypass, HttpBypass, verify_limited
+
+PATTERN = r"loadtest.*@loadtest\.local"
+
+
+class RecordingController:
+    """A controller that only records what the lease asked of it."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.fail_disable = 0
+
+    def enable(self, pattern: str, lease_s: float) -> None:
+        self.calls.append(f"enable {pattern} {lease_s:g}")
+
+    def renew(self, lease_s: float) -> None:
+        self.calls.append("renew")
+
+    def disable(self) -> None:
+        if self.fail_disable:
+            self.fail_disable -= 1
+            raise BypassError("target unreachable")
+        self.calls.append("disable")
+
+    def status(self) -> bool | None:
+        return None
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+# -- the lease, with a recording controller ------------------------------------------------
+
+
+def test_lease_enables_renews_every_third_of_the_lease_and_disables() -> None:
+    controller = RecordingController()
+    with BypassLease(controller, pattern=PATTERN, lease_s=0.3) as lease:
+        time.sleep(0.5)
+        record = lease.to_record()
+        assert record.enabled_at is not None and record.disabled_at is None
+    assert controller.calls[0] == f"enable {PATTERN} 0.3"
+    assert controller.calls[-1] == "disable"
+    assert 2 <= controller.calls.count("renew") <= 6
+    record = lease.to_record()
+    assert record.pattern == PATTERN and record.enabled_at is not None and record.disabled_at is not None
+    assert record.enabled_at.endswith("Z") and record.enabled_at <= record.disabled_at
+    renewals = controller.calls.count("renew")
+    time.sleep(0.25)
+    assert controller.calls.count("renew") == renewals, "the renew thread kept running after exit"
+
+
+def test_lease_disables_when_the_block_raises() -> None:
+    controller = RecordingController()
+    with pytest.raises(RuntimeError, match="k6 broke"):
+        with BypassLease(controller, pattern=PATTERN, lease_s=60):
+            raise RuntimeError("k6 broke")
+    assert controller.calls == [f"enable {PATTERN} 60", "disable"]
+
+
+def test_lease_disables_on_ctrl_c_inside_the_block() -> None:
+    controller = RecordingController()
+    with pytest.raises(KeyboardInterrupt):
+        with BypassLease(controller, pattern=PATTERN, lease_s=60) as lease:
+            os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, delivered to the main thread
+            time.sleep(5)
+    assert controller.calls[-1] == "disable"
+    assert lease.disabled_at is not None
+    assert not any(t.name == "prodval-bypass-renew" and t.is_alive() for t in threading.enumerate())
+
+
+def test_disable_is_idempotent_and_survives_atexit_and_handler_calls() -> None:
+    controller = RecordingController()
+    lease = BypassLease(controller, pattern=PATTERN, lease_s=60)
+    lease.disable()  # never entered: nothing to switch off
+    with lease:
+        lease.disable()  # e.g. from a SIGTERM handler path
+        lease.disable()
+    lease.disable()  # e.g. atexit
+    assert controller.calls == [f"enable {PATTERN} 60", "disable"]
+
+
+def test_disable_retries_then_reports_that_the_bypass_may_still_be_on() -> None:
+    controller = RecordingController()
+    controller.fail_disable = 1
+    with BypassLease(controller, pattern=PATTERN, lease_s=60) as lease:
+        pass
+    assert controller.calls[-1] == "disable" and lease.disabled_at is not None
+
+    controller = RecordingController()
+    controller.fail_disable = 99
+    with pytest.raises(BypassError, match="may still be on"):
+        with BypassLease(controller, pattern=PATTERN, lease_s=60) as lease:
+            pass
+    assert lease.disabled_at is None
+
+
+def test_verification_results_land_in_the_record() -> None:
+    lease = BypassLease(RecordingController(), pattern=PATTERN)
+    assert lease.verify_on(lambda: False) is True  # not limited while on
+    assert lease.verify_off(lambda: None) is None  # inconclusive
+    record = lease.to_record()
+    assert (record.verified_on, record.verified_off) == (True, None)
+
+
+# -- a pair of commands --------------------------------------------------------------------
+
+
+def test_command_bypass_runs_the_commands_with_pattern_and_lease(tmp_path: Path) -> None:
+    state = tmp_path / "bypass.log"
+    on = ["sh", "-c", f'echo "on $PRODVAL_BYPASS_PATTERN $PRODVAL_BYPASS_LEASE_S" >> {state}']
+    off = ["sh", "-c", f"echo off >> {state}"]
+    controller = CommandBypass(on, off)
+    assert isinstance(controller, BypassController)
+    with BypassLease(controller, pattern=PATTERN, lease_s=0.3) as lease:
+        time.sleep(0.35)  # renewals are no-ops for commands
+        assert controller.status() is None
+    assert state.read_text().splitlines() == [f"on {PATTERN} 0.3", "off"]
+    assert lease.to_record().disabled_at is not None
+
+
+def test_command_bypass_failure_names_the_command_and_exit_code(tmp_path: Path) -> None:
+    state = tmp_path / "bypass.log"
+    controller = CommandBypass(["sh", "-c", "echo no permission >&2; exit 3"], ["sh", "-c", f"echo off >> {state}"])
+    with pytest.raises(BypassError, match=r"'sh' exited 3: 'no permission'"):
+        with BypassLease(controller, pattern=PATTERN):
+            pytest.fail("the block must not run when enabling failed")
+    assert state.read_text() == "off\n", "a failed enable is followed by a best-effort disable"
+    with pytest.raises(BypassError, match="could not run"):
+        CommandBypass(["/nonexistent/toggle"], ["true"]).enable(PATTERN, 1)
+
+
+# -- against the reference stack -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    launcher = pytest.importorskip("pytest_prodval.refstack.launcher")
+    local = launcher.LocalStack(log_dir=tmp_path_factory.mktemp("stack"))
+    local.start()
+    try:
+        yield local
+    finally:
+        local.stop()
+
+
+@pytest.fixture
+def http_bypass(stack: Any) -> Iterator[HttpBypass]:
+    controller = HttpBypass(stack.base_url, stack.admin_token, timeout_s=5)
+    yield controller
+    controller.disable()
+
+
+def test_http_bypass_lease_is_renewed_while_held_and_off_after_exit(http_bypass: HttpBypass) -> None:
+    assert http_bypass.status() is False
+    with BypassLease(http_bypass, pattern=PATTERN, lease_s=1.0) as lease:
+        assert http_bypass.status() is True
+        time.sleep(1.6)  # longer than the lease: only the renewals keep it on
+        assert http_bypass.status() is True
+        assert lease.renewals >= 2 and not lease.renew_errors
+    assert http_bypass.status() is False
+
+
+def test_http_bypass_turns_itself_off_when_pytest_is_killed(stack: Any, http_bypass: HttpBypass) -> None:
+    # The lease holder dies by SIGKILL: no exit handler runs, only the target's lease ends it.
+    code = (
+        "import os, sys, time\n"
+        "from pytest_prodval.bypass import BypassLease, HttpBypass\n"
+        "lease = BypassLease(HttpBypass(sys.argv[1], os.environ['PRODVAL_ADMIN_TOKEN']), pattern=sys.argv[2], lease_s=1.0)\n"
+        "lease.__enter__()\n"
+        "print('on', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    env = {**os.environ, "PRODVAL_ADMIN_TOKEN": stack.admin_token}
+    holder = subprocess.Popen([sys.executable, "-c", code, stack.base_url, PATTERN], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "on"
+        time.sleep(1.3)
+        assert http_bypass.status() is True, "the holder's renewals should keep the bypass on past its lease"
+        holder.kill()
+        holder.wait()
+        killed_at = time.monotonic()
+        assert wait_for(lambda: http_bypass.status() is False, timeout_s=3.0)
+        assert time.monotonic() - killed_at <= 1.5
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_http_bypass_with_a_wrong_admin_token_fails_loudly(stack: Any) -> None:
+    controller = HttpBypass(stack.base_url, "not-the-admin-token", timeout_s=5)
+    with pytest.raises(BypassError, match="401"):
+        with BypassLease(controller, pattern=PATTERN):
+            pytest.fail("the block must not run when enabling failed")
+
+
+def test_burst_is_limited_when_off_and_not_when_on(stack: Any, http_bypass: HttpBypass) -> None:
+    email = "loadtest_bypass_burst@loadtest.local"
+    httpx.post(f"{stack.base_url}/api/auth/register", json={"email": email, "password": "BurstPass123!"}, timeout=5)
+    login = httpx.post(f"{stack.base_url}/api/auth/login", json={"email": email, "password": "BurstPass123!"}, timeout=5)
+    token = login.json()["data"]["accessToken"]
+    stack.set_faults(user_burst=10, user_rate_per_s=1.0)
+    try:
+        with BypassLease(http_bypass, pattern=PATTERN, lease_s=30) as lease:
+            assert lease.verify_on(lambda: verify_limited(stack.base_url, token, requests=30, burst=10, rate_per_s=1.0)) is True
+            # Limits not known to the check: no 429 cannot prove anything.
+            assert verify_limited(stack.base_url, token, requests=30) is None
+        assert lease.verify_off(lambda: verify_limited(stack.base_url, token, requests=30, burst=10, rate_per_s=1.0)) is True
+        record = lease.to_record()
+        assert (record.verified_on, record.verified_off) == (True, True)
+    finally:
+        stack.set_faults(reset=True)
