@@ -22,6 +22,7 @@ LOGIN = "/api/auth/login"
 ADMIN_PASSWORD = "/api/admin/users/password"
 RETRY_STATUSES = frozenset({429, 502, 503, 504})  # auth routes are rate limited per IP and e-mail
 MAX_ATTEMPTS = 6
+MAX_CONNECT_ATTEMPTS = 3  # preflight checked /health already: a dead target need not be retried long
 MAX_RETRY_WAIT_S = 5.0
 
 
@@ -165,7 +166,7 @@ async def _post(
         try:
             response = await client.post(path, json=body, headers=headers)
         except (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError):
-            if attempt == MAX_ATTEMPTS - 1:
+            if attempt >= MAX_CONNECT_ATTEMPTS - 1:
                 raise
         else:
             if response.status_code not in RETRY_STATUSES or attempt == MAX_ATTEMPTS - 1:
