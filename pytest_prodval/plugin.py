@@ -33,6 +33,30 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     pluginmanager.add_hookspecs(hookspecs)
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_prodval_seed_users(
+    config: pytest.Config, base_url: str, emails: list[str], password: str, admin_token: str | None
+) -> Any:
+    """Default seeding: register the pool over HTTP, repairing passwords with the admin token."""
+    from .seeding import seed_users
+
+    return seed_users(base_url, emails=emails, password=password, admin_token=admin_token)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_prodval_bypass_controller(config: pytest.Config, prepared: Any, session: Any) -> Any:
+    """Default bypass switch: the stack's admin endpoint, authorised by PRODVAL_ADMIN_TOKEN."""
+    from .bypass import HttpBypass
+
+    token = session.admin_token
+    if not token:
+        raise pytest.UsageError(
+            "the rate-limit bypass was requested but PRODVAL_ADMIN_TOKEN is not set "
+            "(or implement pytest_prodval_bypass_controller)"
+        )
+    return HttpBypass(prepared.base_url, token)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     """Namespaced options; `--env` is added after the initial conftests (see below)."""
     add_options(parser)

@@ -69,13 +69,8 @@ class RunOutcome(BaseModel):
 
 
 def _redactor(secrets: set[str]) -> Any:
-    try:
-        from .secrets import Redactor
-    except ImportError:  # TEMP until secrets.py lands
-        class Redactor:  # type: ignore[no-redef]
-            def __init__(self, s: Any) -> None: pass
-            def redact(self, t: str) -> str: return t
-            def redact_file(self, p: Any) -> None: pass
+    from .secrets import Redactor
+
     return Redactor(secrets)
 
 
@@ -111,6 +106,7 @@ class ProdvalSession:
         self.outcomes: dict[str, RunOutcome] = {}
         self.pool = PoolSettings.from_env()
         self.password: str | None = None
+        self.admin_token: str | None = None
         self.redactor = _redactor(set())
         self._stack: Any = None
         self._session_bypass: BypassLease | None = None
@@ -223,7 +219,11 @@ class ProdvalSession:
             if outcome_file.exists():
                 outcome = RunOutcome.model_validate_json(outcome_file.read_bytes())
             else:
-                outcome = self._produce(scenario)
+                try:
+                    outcome = self._produce(scenario)
+                except Exception as exc:  # never run k6 twice because the first attempt broke
+                    outcome = RunOutcome(scenario_id=scenario.id, error_kind="results",
+                                         error=self.redactor.redact(f"pytest-prodval could not finish the run: {type(exc).__name__}: {exc}"))
                 write_atomic(outcome_file, outcome.model_dump_json())
         self.outcomes[scenario.id] = outcome
         return outcome
@@ -291,8 +291,6 @@ class ProdvalSession:
         )
 
     def _run(self, scenario: Scenario, prepared: Prepared) -> RunOutcome:
-        from . import rawreader
-
         paths = RunPaths.create(self.settings.results_dir, scenario.id, self._env_name, timestamp())
         report = self._new_report(scenario, paths)
         criteria = self.criteria(scenario)
