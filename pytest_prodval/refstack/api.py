@@ -48,7 +48,9 @@ class Api:
             await asyncio.sleep(self.faults.api_latency_ms / 1000)
         ip = request.client.host if request.client else None
         if not self.limiter.allow(ip=ip, email=email):
-            return error(429, "rate_limited", "rate limit exceeded")
+            limited = error(429, "rate_limited", "rate limit exceeded")
+            limited.headers["Retry-After"] = "1"
+            return limited
         if faults and ApiFaults.roll(self.faults.error_5xx_rate):
             return random.choice((error(503, "unavailable", "injected fault"), error(500, "internal_error", "injected fault")))
         return None
