@@ -51,11 +51,11 @@ HINT_HEALTH = "BASE_URL/health and AI_SERVICE_URL/health must return 200 before 
 HINT_WEBSOCKET = "check WS_URL (ws:// or wss://, the API's WebSocket endpoint) and that proxies pass WebSocket upgrades"
 HINT_PASSWORDS = f"set {SEEDER_PASSWORD_VAR} and {POOL_PASSWORD_VAR} to the same value, or set only one of them (plan §3.2)"
 
-Check = Literal["tools", "health", "websocket", "passwords", "pool", "login", "ttl"]
-
-
 class PreflightError(Exception):
-    """A preflight check failed; the run cannot give a clean signal."""
+    """A preflight check failed; the run cannot give a clean signal.
+
+    `check` is one of tools, health, websocket, passwords, login, ttl.
+    """
 
     def __init__(self, reason: str, *, check: str, hint: str | None = None) -> None:
         super().__init__(reason if hint is None else f"{reason} (hint: {hint})")
@@ -222,9 +222,8 @@ def login(client: httpx.Client, base_url: str, email: str, password: str, *, who
         if not isinstance(data, dict) or not data.get("accessToken"):
             raise KeyError("accessToken")
     except (ValueError, KeyError, TypeError) as exc:
-        raise PreflightError(
-            f"login of {email} returned 200 without data.accessToken: {response.text[:200]!r}", check="login"
-        ) from exc
+        # No body in the message: it may hold a refresh token the redactor does not know.
+        raise PreflightError(f"login of {email} returned 200 without data.accessToken", check="login") from exc
     return data
 
 

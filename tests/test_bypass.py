@@ -203,7 +203,7 @@ def test_http_bypass_turns_itself_off_when_pytest_is_killed(stack: Any, http_byp
         holder.wait()
         killed_at = time.monotonic()
         assert wait_for(lambda: http_bypass.status() is False, timeout_s=3.0)
-        assert time.monotonic() - killed_at <= 1.5
+        assert time.monotonic() - killed_at <= 2.0  # the 1 s lease, not some other timeout
     finally:
         holder.kill()
         holder.wait()
