@@ -10,12 +10,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from pytest_prodval.bypass import BypassController, BypassError, BypassLease, CommandBypass, HttpBypass, verify_limited
+from pytest_prodval.refstack.launcher import LocalStack
 
 PATTERN = r"loadtest.*@loadtest\.local"
 
@@ -156,18 +156,13 @@ def test_command_bypass_failure_names_the_command_and_exit_code(tmp_path: Path) 
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    launcher = pytest.importorskip("pytest_prodval.refstack.launcher")
-    local = launcher.LocalStack(log_dir=tmp_path_factory.mktemp("stack"))
-    local.start()
-    try:
-        yield local
-    finally:
-        local.stop()
+def stack() -> Iterator[LocalStack]:
+    with LocalStack() as running:
+        yield running
 
 
 @pytest.fixture
-def http_bypass(stack: Any) -> Iterator[HttpBypass]:
+def http_bypass(stack: LocalStack) -> Iterator[HttpBypass]:
     controller = HttpBypass(stack.base_url, stack.admin_token, timeout_s=5)
     yield controller
     controller.disable()
@@ -183,7 +178,7 @@ def test_http_bypass_lease_is_renewed_while_held_and_off_after_exit(http_bypass:
     assert http_bypass.status() is False
 
 
-def test_http_bypass_turns_itself_off_when_pytest_is_killed(stack: Any, http_bypass: HttpBypass) -> None:
+def test_http_bypass_turns_itself_off_when_pytest_is_killed(stack: LocalStack, http_bypass: HttpBypass) -> None:
     # The lease holder dies by SIGKILL: no exit handler runs, only the target's lease ends it.
     code = (
         "import os, sys, time\n"
@@ -209,14 +204,14 @@ def test_http_bypass_turns_itself_off_when_pytest_is_killed(stack: Any, http_byp
         holder.wait()
 
 
-def test_http_bypass_with_a_wrong_admin_token_fails_loudly(stack: Any) -> None:
+def test_http_bypass_with_a_wrong_admin_token_fails_loudly(stack: LocalStack) -> None:
     controller = HttpBypass(stack.base_url, "not-the-admin-token", timeout_s=5)
     with pytest.raises(BypassError, match="401"):
         with BypassLease(controller, pattern=PATTERN):
             pytest.fail("the block must not run when enabling failed")
 
 
-def test_burst_is_limited_when_off_and_not_when_on(stack: Any, http_bypass: HttpBypass) -> None:
+def test_burst_is_limited_when_off_and_not_when_on(stack: LocalStack, http_bypass: HttpBypass) -> None:
     email = "loadtest_bypass_burst@loadtest.local"
     httpx.post(f"{stack.base_url}/api/auth/register", json={"email": email, "password": "BurstPass123!"}, timeout=5)
     login = httpx.post(f"{stack.base_url}/api/auth/login", json={"email": email, "password": "BurstPass123!"}, timeout=5)

@@ -18,23 +18,19 @@ import pytest
 from pytest_prodval import preflight
 from pytest_prodval.preflight import PoolTooSmall, PreflightError, TokenInfo
 from pytest_prodval.secrets import Redactor
+from pytest_prodval.refstack.launcher import LocalStack
 
 PASSWORD = "PreflightPass123!"
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    launcher = pytest.importorskip("pytest_prodval.refstack.launcher")
-    local = launcher.LocalStack(log_dir=tmp_path_factory.mktemp("stack"))
-    local.start()
-    try:
-        yield local
-    finally:
-        local.stop()
+def stack() -> Iterator[LocalStack]:
+    with LocalStack() as running:
+        yield running
 
 
 @pytest.fixture
-def faults(stack: Any) -> Iterator[Any]:
+def faults(stack: LocalStack) -> Iterator[LocalStack]:
     """The stack, with its fault knobs restored after the test."""
     yield stack
     stack.set_faults(reset=True)
@@ -42,7 +38,7 @@ def faults(stack: Any) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def pool_user(stack: Any) -> str:
+def pool_user(stack: LocalStack) -> str:
     email = "loadtest_preflight_1@loadtest.local"
     response = httpx.post(f"{stack.base_url}/api/auth/register", json={"email": email, "password": PASSWORD}, timeout=5)
     assert response.status_code == 201, response.text
@@ -84,14 +80,14 @@ def test_missing_or_broken_k6_says_how_to_install_it(tmp_path: Path) -> None:
 # -- health and WebSocket ------------------------------------------------------------------
 
 
-def test_healthy_stack_passes(stack: Any) -> None:
+def test_healthy_stack_passes(stack: LocalStack) -> None:
     preflight.check_health(stack.base_url, service="API", timeout_s=2)
     preflight.check_health(stack.ai_url + "/", service="AI service", timeout_s=2)
     preflight.check_websocket(stack.ws_url, timeout_s=2)
     preflight.check_websocket(stack.ws_url.removesuffix("/ws"), timeout_s=2)  # a bare WS_URL as in plan §4
 
 
-def test_unhealthy_service_shows_status_and_body(faults: Any) -> None:
+def test_unhealthy_service_shows_status_and_body(faults: LocalStack) -> None:
     faults.set_ai_faults(health_status=503)
     with pytest.raises(PreflightError) as caught:
         preflight.check_health(faults.ai_url, service="AI service", timeout_s=2, retries=2, backoff_s=0.05)
@@ -101,7 +97,7 @@ def test_unhealthy_service_shows_status_and_body(faults: Any) -> None:
     assert '"status"' in error.reason  # the first 200 characters of the body
 
 
-def test_unhealthy_service_that_recovers_within_the_retries_passes(faults: Any) -> None:
+def test_unhealthy_service_that_recovers_within_the_retries_passes(faults: LocalStack) -> None:
     faults.set_faults(health_status=503)
     threading.Timer(0.3, lambda: faults.set_faults(health_status=None)).start()
     preflight.check_health(faults.base_url, service="API", timeout_s=2, retries=4, backoff_s=0.2)
@@ -161,12 +157,12 @@ def test_pool_smaller_than_peak_vus_says_what_to_set() -> None:
 # -- login probe and token TTL -------------------------------------------------------------
 
 
-def test_ttl_from_expires_in(stack: Any, pool_user: str) -> None:
+def test_ttl_from_expires_in(stack: LocalStack, pool_user: str) -> None:
     token = preflight.probe_login(stack.base_url, pool_user, PASSWORD, ttl_fallback_s=None)
     assert token == TokenInfo(900.0, "expiresIn")
 
 
-def test_ttl_from_the_jwt_when_expires_in_is_missing(faults: Any, pool_user: str) -> None:
+def test_ttl_from_the_jwt_when_expires_in_is_missing(faults: LocalStack, pool_user: str) -> None:
     faults.set_faults(omit_expires_in=True, token_ttl_s=120)
     token = preflight.probe_login(faults.base_url, pool_user, PASSWORD, ttl_fallback_s=999)
     assert token == TokenInfo(120.0, "jwt_exp")
@@ -186,7 +182,7 @@ def test_ttl_from_exp_minus_now_then_fallback_then_error() -> None:
     assert caught.value.check == "ttl" and "LOADTEST_AUTH_TOKEN_TTL_S" in (caught.value.hint or "")
 
 
-def test_pool_user_with_the_wrong_password_points_at_seeding(stack: Any, pool_user: str) -> None:
+def test_pool_user_with_the_wrong_password_points_at_seeding(stack: LocalStack, pool_user: str) -> None:
     with pytest.raises(PreflightError) as caught:
         preflight.probe_login(stack.base_url, pool_user, "NotThePoolPassword", ttl_fallback_s=None)
     error = caught.value

@@ -5,33 +5,28 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
 
 from pytest_prodval.seeding import SeedingError, SeedResult, pool_emails, seed_users, seed_users_http
+from pytest_prodval.refstack.launcher import LocalStack
 
 PASSWORD = "SeedPass123!"
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    launcher = pytest.importorskip("pytest_prodval.refstack.launcher")
-    local = launcher.LocalStack(log_dir=tmp_path_factory.mktemp("stack"))
-    local.start()
-    try:
-        yield local
-    finally:
-        local.stop()
+def stack() -> Iterator[LocalStack]:
+    with LocalStack() as running:
+        yield running
 
 
-def can_log_in(stack: Any, email: str, password: str = PASSWORD) -> bool:
+def can_log_in(stack: LocalStack, email: str, password: str = PASSWORD) -> bool:
     response = httpx.post(f"{stack.base_url}/api/auth/login", json={"email": email, "password": password}, timeout=5)
     return response.status_code == 200
 
 
-def change_password(stack: Any, email: str, password: str) -> None:
+def change_password(stack: LocalStack, email: str, password: str) -> None:
     """What an earlier run with another LOADTEST_USER_PASSWORD left behind."""
     response = httpx.post(f"{stack.base_url}/api/admin/users/password", json={"email": email, "password": password},
                           headers={"X-Admin-Token": stack.admin_token}, timeout=5)
@@ -45,7 +40,7 @@ def test_pool_emails_follow_the_k6_pool_naming() -> None:
     assert pool_emails("u", "d", 0) == []
 
 
-def test_seeding_creates_the_pool_concurrently_and_is_idempotent(stack: Any) -> None:
+def test_seeding_creates_the_pool_concurrently_and_is_idempotent(stack: LocalStack) -> None:
     emails = pool_emails("loadtest_seed_", "loadtest.local", 120)
     first = seed_users(stack.base_url, emails=emails, password=PASSWORD, admin_token=stack.admin_token, concurrency=16)
     assert first == SeedResult(created=120, existing=0, reset=0, failed=[])
@@ -55,7 +50,7 @@ def test_seeding_creates_the_pool_concurrently_and_is_idempotent(stack: Any) -> 
     assert again.ok and again.summary() == "0 created, 120 existing, 0 reset, 0 failed"
 
 
-def test_existing_user_with_an_old_password_is_reset_with_the_admin_token(stack: Any) -> None:
+def test_existing_user_with_an_old_password_is_reset_with_the_admin_token(stack: LocalStack) -> None:
     emails = pool_emails("loadtest_reset_", "loadtest.local", 5)
     seed_users(stack.base_url, emails=emails, password=PASSWORD, admin_token=None)
     change_password(stack, emails[2], "OldPassword-1")
@@ -65,7 +60,7 @@ def test_existing_user_with_an_old_password_is_reset_with_the_admin_token(stack:
     assert can_log_in(stack, emails[2])
 
 
-def test_without_an_admin_token_a_stale_password_is_a_failure_not_a_skip(stack: Any) -> None:
+def test_without_an_admin_token_a_stale_password_is_a_failure_not_a_skip(stack: LocalStack) -> None:
     emails = pool_emails("loadtest_stale_", "loadtest.local", 9)
     seed_users(stack.base_url, emails=emails, password=PASSWORD, admin_token=None)
     for email in emails[1:8]:
@@ -86,7 +81,7 @@ def test_without_an_admin_token_a_stale_password_is_a_failure_not_a_skip(stack: 
     assert len(quiet.failed) == 7 and not quiet.ok
 
 
-def test_wrong_admin_token_is_reported_per_user(stack: Any) -> None:
+def test_wrong_admin_token_is_reported_per_user(stack: LocalStack) -> None:
     emails = pool_emails("loadtest_badadmin_", "loadtest.local", 2)
     seed_users(stack.base_url, emails=emails, password=PASSWORD, admin_token=None)
     change_password(stack, emails[0], "OldPassword-3")
@@ -105,7 +100,7 @@ def test_unreachable_target_fails_every_user_with_the_error_name() -> None:
     assert result.failed == [f"{emails[0]}: ConnectError", f"{emails[1]}: ConnectError"]
 
 
-def test_sync_wrapper_works_inside_a_running_event_loop(stack: Any) -> None:
+def test_sync_wrapper_works_inside_a_running_event_loop(stack: LocalStack) -> None:
     emails = pool_emails("loadtest_loop_", "loadtest.local", 3)
 
     async def caller() -> SeedResult:
@@ -115,7 +110,7 @@ def test_sync_wrapper_works_inside_a_running_event_loop(stack: Any) -> None:
     assert asyncio.run(seed_users_http(stack.base_url, emails=emails, password=PASSWORD, admin_token=None)).existing == 3
 
 
-def test_rate_limited_auth_routes_are_retried_not_failed(stack: Any) -> None:
+def test_rate_limited_auth_routes_are_retried_not_failed(stack: LocalStack) -> None:
     emails = pool_emails("loadtest_limited_", "loadtest.local", 24)
     stack.set_faults(ip_burst=8, ip_rate_per_s=40.0)
     try:
