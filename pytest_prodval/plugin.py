@@ -215,15 +215,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     session = config.stash.get(SESSION_KEY, None)
     if session is None or session.settings.from_results or session.environment is None:
         return
+    from .preflight import PoolTooSmall, check_pool_size
+
     selected = {item.scenario.id: item.scenario for item in items if isinstance(item, CriterionItem)}
     for scenario in selected.values():
-        if session.pool.size < scenario.peak_vus:
+        try:
+            check_pool_size(session.pool.size, scenario.peak_vus, scenario.id)
+        except PoolTooSmall as exc:
             raise pytest.UsageError(
-                f"LOADTEST_USER_POOL_SIZE={session.pool.size} is smaller than the {scenario.peak_vus} peak VUs of "
-                f"{scenario.id} ({scenario.player_vus} players + {scenario.peak_vus - scenario.player_vus} companion): "
-                f"set LOADTEST_USER_POOL_SIZE={max(scenario.peak_vus, round(scenario.peak_vus * 4 / 3))} "
-                "(plan §3.3: at least the peak VUs)"
-            )
+                f"{exc} ({scenario.player_vus} players + {scenario.peak_vus - scenario.player_vus} WebSocket companion VUs)"
+            ) from None
 
 
 @pytest.hookimpl(wrapper=True)

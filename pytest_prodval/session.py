@@ -241,6 +241,8 @@ class ProdvalSession:
         return self.catalogue.criteria_for(scenario, self.settings.profile)
 
     def _produce(self, scenario: Scenario) -> RunOutcome:
+        from . import preflight
+
         if self.settings.from_results is not None:
             return self._reevaluate(scenario, self.settings.from_results)
         if self.prepared is None:
@@ -251,12 +253,10 @@ class ProdvalSession:
         assert prepared is not None
         if prepared.error:
             return self._preflight_failed(scenario, prepared)
-        if self.pool.size < scenario.peak_vus:
-            message = (
-                f"LOADTEST_USER_POOL_SIZE={self.pool.size} is smaller than the {scenario.peak_vus} peak VUs of {scenario.id}: "
-                f"set LOADTEST_USER_POOL_SIZE to at least {scenario.peak_vus}"
-            )
-            return RunOutcome(scenario_id=scenario.id, error=message, error_kind="config", hint="plan §3.3: pool size >= peak VUs")
+        try:  # also checked at collection; a worker or a fixture user may get here directly
+            preflight.check_pool_size(self.pool.size, scenario.peak_vus, scenario.id)
+        except preflight.PoolTooSmall as exc:
+            return RunOutcome(scenario_id=scenario.id, error=str(exc), error_kind="config", hint="plan §3.3: pool size >= peak VUs")
         return self._run(scenario, prepared)
 
     def _preflight_failed(self, scenario: Scenario, prepared: Prepared) -> RunOutcome:
