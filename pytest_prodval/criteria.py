@@ -147,3 +147,34 @@ def evaluate(
         verdict = "error"
         message = f"{message}; run incomplete: {incomplete_reason}, so the value cannot be trusted"
     return CriterionResult(**base, observed=observed, samples=samples, verdict=verdict, message=message)
+
+
+BASELINE_SUFFIX = "_vs_baseline"
+
+
+def comparable(result: CriterionResult) -> bool:
+    """Criteria that get a run-over-run item: latencies, and rates where lower is better."""
+    return result.unit == "ms" or (result.unit == "%" and result.operator in ("<", "<="))
+
+
+def compare_to_baseline(current: CriterionResult, base: CriterionResult, *, tolerance: float) -> CriterionResult:
+    """`<name>_vs_baseline`: latency not more than `tolerance` worse, a lower-is-better rate not higher."""
+    allowed_factor = 1 + tolerance if current.unit == "ms" else 1.0
+    limit = None if base.observed is None else base.observed * allowed_factor
+    rule = f"<= baseline x {allowed_factor:g}" if current.unit == "ms" else "<= baseline"
+    common = dict(
+        name=current.name + BASELINE_SUFFIX, scenario_id=current.scenario_id, metric=current.metric,
+        expression=f"{current.aggregation}{rule.replace(' ', '')}", aggregation=current.aggregation, operator="<=",
+        threshold=limit if limit is not None else 0.0, unit=current.unit, profile=current.profile,
+        observed=current.observed, samples=current.samples, baseline_observed=base.observed, level=current.level,
+        hint=f"Worse than the baseline run {base.scenario_id}: compare the two runs' reports. {current.hint or ''}".strip(),
+    )
+    if current.observed is None or limit is None:
+        which = "this run" if current.observed is None else "the baseline"
+        return CriterionResult(**common, verdict="error", message=f"{common['name']}: no data in {which}")
+    now, then = format_value(current.observed, current.unit), format_value(base.observed, base.unit)
+    if current.observed <= limit:
+        return CriterionResult(**common, verdict="pass", message=f"{common['name']}: {now} vs baseline {then} ({rule})")
+    verdict = "warn" if current.level == "warn" else "fail"
+    return CriterionResult(**common, verdict=verdict,
+                           message=f"{common['name']}: {now} vs baseline {then}, more than allowed ({rule}; {current.profile} profile)")

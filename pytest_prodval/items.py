@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .criteria import format_value
+from .criteria import BASELINE_SUFFIX, format_value
 from .models import CriterionResult
 from .scenarios import Criterion, Scenario
 
@@ -49,8 +49,14 @@ class ScenarioCollector(pytest.Collector):
 
     def collect(self) -> Iterator[pytest.Item]:
         session: ProdvalSession = self.config.stash[SESSION_KEY]
-        for criterion in session.criteria(self.scenario):
+        criteria = session.criteria(self.scenario)
+        for criterion in criteria:
             yield CriterionItem.from_parent(self, name=criterion.name, scenario=self.scenario, criterion=criterion)
+        by_name = {c.name: c for c in criteria}
+        for base in session.baseline_pairs(self.scenario.id):
+            if base.name in by_name:  # run-over-run comparison against --prodval-baseline
+                yield CriterionItem.from_parent(self, name=base.name + BASELINE_SUFFIX, scenario=self.scenario,
+                                                criterion=by_name[base.name])
 
 
 class CriterionItem(pytest.Item):
@@ -68,12 +74,12 @@ class CriterionItem(pytest.Item):
         outcome = session.outcome(self.scenario)
         if session.interrupted:  # Ctrl-C / SIGTERM during k6: artifacts are written, stop here
             self.session.shouldstop = session.interrupted
-        self.result = outcome.result(self.criterion.name)
+        self.result = outcome.result(self.name)
         if outcome.error and (self.result is None or outcome.error_kind != "k6"):
             hint = f"\nhint: {outcome.hint}" if outcome.hint else ""
             raise CriterionError(f"{self.scenario.id}: {outcome.error}{hint}")
         if self.result is None:
-            raise CriterionError(f"{self.scenario.id}: criterion {self.criterion.name} was not judged")
+            raise CriterionError(f"{self.scenario.id}: criterion {self.name} was not judged")
         if self.result.verdict == "error":
             raise CriterionError(self._text(self.result))
 
@@ -98,7 +104,7 @@ class CriterionItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         """Location shown in reports."""
-        return self.path, None, f"{self.scenario.id}::{self.criterion.name}"
+        return self.path, None, f"{self.scenario.id}::{self.name}"
 
     def junit_data(self) -> dict[str, str]:
         """Values CI needs per testcase (system-out lines and, optionally, properties)."""
@@ -108,7 +114,7 @@ class CriterionItem(pytest.Item):
         report = outcome.report if outcome else None
         data = {
             "scenario_id": self.scenario.id,
-            "criterion": self.criterion.name,
+            "criterion": self.name,
             "metric": self.criterion.metric.k6_name,
             "threshold": self.criterion.expression_text,
             "unit": self.criterion.unit,
@@ -116,6 +122,9 @@ class CriterionItem(pytest.Item):
             "level": self.criterion.level,
         }
         if result is not None:
+            data.update(threshold=result.expression)
+            if result.baseline_observed is not None:
+                data["baseline_observed"] = f"{result.baseline_observed:g}"
             data.update(
                 observed="" if result.observed is None else f"{result.observed:g}",
                 observed_display=format_value(result.observed, result.unit),

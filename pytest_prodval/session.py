@@ -111,6 +111,13 @@ class ProdvalSession:
         self._stack: Any = None
         self._session_bypass: BypassLease | None = None
         self.interrupted: str | None = None
+        self.baseline: SloReport | None = None
+        self.baseline_tolerance = 0.10
+        if settings.baseline is not None:
+            try:
+                self.baseline = load_report(settings.baseline)
+            except ValueError as exc:
+                raise pytest.UsageError(f"--prodval-baseline: {exc}") from None
 
     # -- preparing the target (controller) -------------------------------------------------
 
@@ -268,12 +275,27 @@ class ProdvalSession:
             criteria_mod.evaluate(c, scenario_id=scenario.id, metrics=None, concurrency=None, incomplete_reason=prepared.error)
             for c in self.criteria(scenario)
         ]
-        report.verdict = report.decide()
+        self._finish(report)
         write_report(report, paths.slo_report)
         return RunOutcome(
             scenario_id=scenario.id, report=report, report_path=str(paths.slo_report), error=prepared.error,
             error_kind="preflight", hint=prepared.hint,
         )
+
+    def _finish(self, report: SloReport) -> None:
+        """Add run-over-run items (--prodval-baseline) and decide GO / NO-GO."""
+        for pair in self.baseline_pairs(report.scenario_id):
+            current = next((c for c in report.criteria if c.name == pair.name), None)
+            if current is not None:
+                report.criteria.append(criteria_mod.compare_to_baseline(current, pair, tolerance=self.baseline_tolerance))
+        report.verdict = report.decide()
+
+    def baseline_pairs(self, scenario_id: str) -> list[Any]:
+        """Baseline criteria of this scenario that get a comparison item."""
+        if self.baseline is None or self.baseline.scenario_id != scenario_id:
+            return []
+        return [c for c in self.baseline.criteria if criteria_mod.comparable(c) and c.level == "gate"
+                and not c.name.endswith(criteria_mod.BASELINE_SUFFIX)]
 
     @property
     def _env_name(self) -> str:
@@ -358,7 +380,7 @@ class ProdvalSession:
             criteria_mod.evaluate(c, scenario_id=scenario.id, metrics=metrics, concurrency=report.concurrency, incomplete_reason=report.incomplete_reason)
             for c in criteria
         ]
-        report.verdict = report.decide()
+        self._finish(report)
         self._write_artifacts(scenario, paths, report)
         if result.interrupted:
             self.interrupted = "interrupted by signal during a k6 run"
@@ -426,7 +448,7 @@ class ProdvalSession:
                                   incomplete_reason=report.incomplete_reason)
             for c in self.criteria(scenario)
         ]
-        report.verdict = report.decide()
+        self._finish(report)
         return RunOutcome(scenario_id=scenario.id, report=report, report_path=str(folder / f"{stem}_slo_report.json"))
 
     def cleanup(self) -> None:
