@@ -81,28 +81,30 @@ class Api:
 
     # -- auth -------------------------------------------------------------------------------
 
-    async def register(self, request: Request) -> Response:
-        body = await json_body(request)
-        email, password = _credentials(body)
-        stop = await self._guard(request, email, faults=False)
+    async def _credentials(self, request: Request, *, faults: bool) -> tuple[str, str] | Response:
+        """(email, password) of an auth request that passed the limits, or the response that stops it."""
+        email, password = _credentials(await json_body(request))
+        stop = await self._guard(request, email, faults=faults)
         if stop:
             return stop
         if email is None or password is None or "@" not in email:
             return error(400, "bad_request", "email and password required")
-        user = self.users.register(email, password)
+        return email, password
+
+    async def register(self, request: Request) -> Response:
+        credentials = await self._credentials(request, faults=False)
+        if isinstance(credentials, Response):
+            return credentials
+        user = self.users.register(*credentials)
         if user is None:
             return error(409, "user_exists", "user already exists")
         return ok({"user": user.public()}, 201)
 
     async def login(self, request: Request) -> Response:
-        body = await json_body(request)
-        email, password = _credentials(body)
-        stop = await self._guard(request, email, faults=True)
-        if stop:
-            return stop
-        if email is None or password is None:
-            return error(400, "bad_request", "email and password required")
-        user = self.users.check(email, password)
+        credentials = await self._credentials(request, faults=True)
+        if isinstance(credentials, Response):
+            return credentials
+        user = self.users.check(*credentials)
         if user is None:
             return error(401, "invalid_credentials", "wrong email or password")
         return self._done(self._tokens(user.email))
@@ -237,6 +239,7 @@ class Api:
         while True:
             await asyncio.sleep(5)
             self.games.sweep()
+            self.play.end_absent()
             self.limiter.users.prune()
             self.limiter.ips.prune()
 

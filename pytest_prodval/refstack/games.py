@@ -9,6 +9,8 @@ import time
 from typing import Any, Protocol
 
 FORGET_FINISHED_AFTER_S = 60.0
+# A seated human who never opens the WebSocket would stall the game for everyone else.
+ABSENT_SEAT_GRACE_S = 30.0
 LIST_LIMIT = 20
 BOARD_CELLS = {"square8": 64, "square19": 361, "hex8": 61}
 
@@ -51,6 +53,8 @@ class Game:
     conns: dict[int, Sink] = dataclasses.field(default_factory=dict)
     started_sent: set[int] = dataclasses.field(default_factory=set)
     ai_running: bool = False
+    seated_at: dict[int, float] = dataclasses.field(default_factory=lambda: {0: time.monotonic()})
+    joined_seats: set[int] = dataclasses.field(default_factory=set)
 
     def public(self) -> dict[str, Any]:
         """The `game` object of design.md §1."""
@@ -80,7 +84,16 @@ class Game:
         if free is None:
             raise GameFull
         free.user_id = user_id
+        self.seated_at[free.seat] = time.monotonic()
         return free.seat, self._activate_if_full()
+
+    def absent_seat(self, grace_s: float = ABSENT_SEAT_GRACE_S) -> int | None:
+        """A human seat taken over HTTP more than `grace_s` ago but never joined over the WebSocket."""
+        cutoff = time.monotonic() - grace_s
+        for seat, since in self.seated_at.items():
+            if seat not in self.joined_seats and since < cutoff:
+                return seat
+        return None
 
     def _activate_if_full(self) -> bool:
         if self.status == "waiting" and all(s.user_id is not None for s in self.seats if s.kind == "human"):
@@ -140,7 +153,10 @@ class Games:
     def list_waiting(self, *, board: str | None, max_players: int | None, ai_seats: int | None) -> list[Game]:
         """Waiting games matching the filters, oldest first, at most LIST_LIMIT."""
         found: list[Game] = []
-        for game in self._waiting.values():
+        for game in list(self._waiting.values()):
+            if game.status != "waiting":  # seated full by a path that did not tell us
+                del self._waiting[game.id]
+                continue
             if board and game.board != board:
                 continue
             if max_players is not None and game.max_players != max_players:
@@ -157,6 +173,10 @@ class Games:
         game.status = "finished"
         game.finished_at = time.monotonic()
         self._waiting.pop(game.id, None)
+
+    def unfinished(self) -> list[Game]:
+        """Games waiting or active."""
+        return [g for g in self._games.values() if g.status != "finished"]
 
     def sweep(self) -> None:
         """Forget games finished more than FORGET_FINISHED_AFTER_S ago."""

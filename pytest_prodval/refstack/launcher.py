@@ -126,9 +126,10 @@ class LocalStack:
                     raise StackError(f"{child.name} exited with code {child.proc.returncode} during start:\n"
                                      f"{child.stderr_tail()}")
                 try:
-                    client.get(f"{child.url}/health")
-                    return
-                except httpx.HTTPError:
+                    # Check it is our service, not whoever won the port race.
+                    if client.get(f"{child.url}/health").json().get("service") == child.name:
+                        return
+                except (httpx.HTTPError, ValueError, AttributeError):
                     pass
                 if time.monotonic() > deadline:
                     raise StackError(f"{child.name} did not answer {child.url}/health within "

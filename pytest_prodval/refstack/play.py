@@ -6,6 +6,7 @@ import asyncio
 import json
 import random
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 import httpx
@@ -165,6 +166,7 @@ class Play:
             return
         self.games.left_waiting(game)
         game.conns[seat] = conn
+        game.joined_seats.add(seat)
         conn.games.add(game.id)
         conn.send({"type": "joined", "gameId": game.id, "seat": seat, "game": game.public()})
         if started:
@@ -246,14 +248,24 @@ class Play:
             if seat is None:
                 continue
             del game.conns[seat]
-            if game.status in ("waiting", "active"):
-                others = [s.seat for s in game.seats if s.seat != seat]
-                self.finish(game, "player_left", winner=random.choice(others) if others else None)
+            self._player_left(game, seat)
         conn.games.clear()
+
+    def _player_left(self, game: Game, seat: int) -> None:
+        if game.status in ("waiting", "active"):
+            others = [s.seat for s in game.seats if s.seat != seat]
+            self.finish(game, "player_left", winner=random.choice(others) if others else None)
+
+    def end_absent(self) -> None:
+        """End games in which a seated human never came to the WebSocket (a VU stopped mid-way)."""
+        for game in self.games.unfinished():
+            seat = game.absent_seat()
+            if seat is not None:
+                self._player_left(game, seat)
 
     # -- the AI seats ----------------------------------------------------------------------
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -31,7 +31,9 @@ def error(status: int, code: str, message: str) -> JSONResponse:
 def is_admin(request: Request, admin_token: str | None) -> bool:
     """The request carries the admin token (never true when the process has none)."""
     given = request.headers.get("x-admin-token")
-    return bool(admin_token) and given is not None and hmac.compare_digest(given.encode(), admin_token.encode())  # type: ignore[union-attr]
+    if not admin_token or given is None:
+        return False
+    return hmac.compare_digest(given.encode(), admin_token.encode())
 
 
 async def json_body(request: Request) -> dict[str, Any] | None:
@@ -86,8 +88,13 @@ def cli(description: str, argv: Sequence[str] | None, *, api: bool) -> argparse.
 
 
 def serve(app: Any, host: str, port: int) -> None:
-    """Run one uvicorn worker tuned for a shared 2-core box: no access log, fastest parsers present."""
+    """Run one uvicorn worker tuned for a shared 2-core box: no access log, fastest parsers present.
+
+    Server pings and per-message deflate are off: k6 does its own pings and compression
+    would cost CPU that the load generator on the same machine needs.
+    """
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     uvicorn.run(app, host=host, port=port, loop=loop, http=http, ws="websockets-sansio", log_level="warning",
-                access_log=False, lifespan="on", ws_ping_interval=None, backlog=2048, timeout_keep_alive=30)
+                access_log=False, lifespan="on", ws_ping_interval=None, ws_per_message_deflate=False, backlog=2048,
+                timeout_keep_alive=30, timeout_graceful_shutdown=2)
