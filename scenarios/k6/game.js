@@ -8,7 +8,7 @@ import http from 'k6/http';
 import { Api } from './lib/api.js';
 import { Companion } from './lib/companion.js';
 import { buildOptions, checkEffectiveScenarios, parseConfig, refuseOverrides } from './lib/config.js';
-import { initPhase } from './lib/metrics.js';
+import { emitZeroCounters, initPhase } from './lib/metrics.js';
 import { Player } from './lib/player.js';
 
 const cfg = parseConfig(__ENV.PRODVAL_CONFIG);
@@ -35,7 +35,10 @@ let companionVu = null;
 
 export function setup() {
   checkEffectiveScenarios(cfg, exec.test.options);
-  return { t0: Date.now() };
+  const t0 = Date.now();
+  initPhase(t0, cfg.steady);
+  emitZeroCounters();
+  return { t0 };
 }
 
 export function players(data) {

@@ -32,6 +32,16 @@ export const gameAborts = new Counter('game_aborts_total');
 export const wsErrors = new Counter('ws_errors_total');
 export const gamesCompleted = new Counter('games_completed_total');
 
+/**
+ * One 0 sample per counter, so every counter of the contract is in the summary (count 0)
+ * even when nothing happened: "zero" is then a measurement, not missing data.
+ */
+export function emitZeroCounters() {
+  setPhase();
+  [contractFailures, idLifecycleMismatches, authTokenExpired, rateLimitHits, capacityFailures, gamesActiveDelta,
+    playersActiveDelta, gameAborts, wsErrors, gamesCompleted].forEach((counter) => counter.add(0));
+}
+
 // --- phase ---------------------------------------------------------------------------------
 
 let steadyStartMs = 0;

@@ -9,7 +9,6 @@ import {
 
 const AUTH_TIMEOUT_MS = 10000;
 const START_TIMEOUT_MS = 30000;
-const IDLE_TIMEOUT_MS = 30000;
 const WATCHDOG_MS = 500;
 const MAX_JOIN_ATTEMPTS = 3;
 const RETRY_MS = 1000;
@@ -34,6 +33,9 @@ export class Player {
     this.thinkMs = g.thinkTimeMs;
     this.stallMs = g.stallMs;
     this.ackTimeoutMs = Math.min(30000, Math.max(10000, 5 * g.stallMs));
+    // No message at all for this long in a started game means it is stuck (e.g. a seat whose
+    // player never connected): leave. Turns come every ~thinkTimeMs, AI moves within its timeout.
+    this.idleTimeoutMs = Math.min(30000, Math.max(10000, 4 * g.thinkTimeMs + 2 * g.stallMs + 5000));
     this.cells = g.board === 'square19' ? 361 : g.board === 'hex8' ? 61 : 64;
     this.listQuery = `status=waiting&board=${encodeURIComponent(g.board)}&maxPlayers=${g.playersPerGame}` +
       `&aiSeats=${g.aiSeats}`;
@@ -73,7 +75,7 @@ export class Player {
           if (this.seatedIn(game)) continue; // our pool user already sits there (shared user)
           attempts++;
           const joined = this.api.joinGame(game.id);
-          if (joined.game !== null) return { id: joined.game.id, seat: joined.seat, creator: false };
+          if (joined.joined) return { id: game.id, seat: joined.seat === null ? -1 : joined.seat, creator: false };
           if (joined.status !== 409) break; // failed: classified already; create instead
         }
       } else if (this.api.token === null) {
@@ -335,7 +337,7 @@ export class Player {
       }
       return;
     }
-    if (now - s.lastMsgAt > IDLE_TIMEOUT_MS && !s.turnScheduled) {
+    if (now - s.lastMsgAt > this.idleTimeoutMs && !s.turnScheduled) {
       setPhase();
       gameAborts.add(1, ABORT.idle_timeout);
       this.leave(socket, s);
