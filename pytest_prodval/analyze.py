@@ -106,10 +106,10 @@ def format_table(result: GoNoGo) -> list[str]:
     header = ("scenario", "env", "profile", "run", "verdict")
     rows = [(s.scenario_id, s.env, s.profile, s.timestamp, s.verdict) for s in result.scenarios]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip(),
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip(),
              "  ".join("-" * w for w in widths)]
-    for s, row in zip(result.scenarios, rows):
-        lines.append("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+    for s, row in zip(result.scenarios, rows, strict=True):
+        lines.append("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
         if not s.complete:
             lines.append("    run incomplete: it cannot gate a release")
         for c in s.failed:

@@ -170,10 +170,10 @@ def _peak(report: SloReport, kind: str) -> str:
 
 
 def _latency(report: SloReport, prefix: str) -> str:
-    matches = [c for c in report.criteria if c.name.startswith(prefix)]
-    exact = [c for c in matches if c.name == prefix]
-    chosen = (exact or matches or [None])[0]
-    return "–" if chosen is None or chosen.observed is None else format_value(chosen.observed, chosen.unit or "ms")
+    matches = sorted((c for c in report.criteria if c.name.startswith(prefix)), key=lambda c: c.name != prefix)
+    if not matches or matches[0].observed is None:
+        return "–"
+    return format_value(matches[0].observed, matches[0].unit or "ms")
 
 
 def _escape(cell: str) -> str:
@@ -202,7 +202,8 @@ def _merge_gating(block: str, reports: list[SloReport]) -> list[GatingEntry]:
         entries[report.scenario_id] = GatingEntry(
             scenario_id=report.scenario_id, verdict=report.verdict, date=display_date(report.timestamp),
             env=_plain(report.env), profile=_plain(report.profile), timestamp=_plain(report.timestamp),
-            report_file=_plain(report.artifacts.get("slo_report") or f"{report.scenario_id}_{report.env}_{report.timestamp}_slo_report.json"),
+            report_file=_plain(report.artifacts.get("slo_report")
+                               or f"{report.scenario_id}_{report.env}_{report.timestamp}_slo_report.json"),
         )
     return [entries[k] for k in sorted(entries)]
 

@@ -222,7 +222,7 @@ def charts(report: SloReport) -> list[Chart]:
 
 
 def _bucket_seconds(points: list[SeriesPoint]) -> float:
-    gaps = sorted(b.t - a.t for a, b in zip(points, points[1:]) if b.t > a.t)
+    gaps = sorted(b.t - a.t for a, b in zip(points, points[1:], strict=False) if b.t > a.t)
     return gaps[len(gaps) // 2] if gaps else 1.0
 
 
@@ -239,15 +239,15 @@ def nice_step(span: float, ticks: int = 5) -> float:
     """A 1-2-5 step giving at most `ticks` intervals over `span`."""
     raw = max(span, 1e-9) / ticks
     power = 10 ** math.floor(math.log10(raw))
-    return next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    return float(next(m * power for m in (1, 2, 5, 10) if m * power >= raw))
 
 
 def _axes(chart: Chart, t_min: float, t_max: float, y_top: float) -> float:
     """Ticks for both axes; returns the y maximum actually used."""
     step = nice_step(y_top or 1.0)
     y_max = step * math.ceil((y_top or 1.0) / step)
-    y_format = "{:,.0f}" if step >= 1 else "{:,.%df}" % -math.floor(math.log10(step))
-    chart.y_ticks = [(_y(chart, i * step, y_max), y_format.format(i * step)) for i in range(int(round(y_max / step)) + 1)]
+    decimals = 0 if step >= 1 else -math.floor(math.log10(step))
+    chart.y_ticks = [(_y(chart, i * step, y_max), f"{i * step:,.{decimals}f}") for i in range(int(round(y_max / step)) + 1)]
     t_step = next((s for s in (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200) if (t_max - t_min) / s <= 8), 14400)
     first = math.ceil(t_min / t_step) * t_step
     chart.x_ticks = [(_x(chart, t, t_min, t_max), _clock(t)) for t in _frange(first, t_max, t_step)]

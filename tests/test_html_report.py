@@ -82,8 +82,10 @@ def make_report(scenario_id: str = SCENARIO, *, timestamp: str = "20261127T02472
         incomplete_reason=None if complete else "raw output BCAP_x.json.gz is truncated",
         steady_window_s=(60.0, 240.0), targets={"games": 20, "players": 60, "board": "square8"},
         token_ttl_s=900, token_ttl_source="login expiresIn",
-        concurrency={"games": ConcurrencyMeasurement(peak=21, time_weighted_mean=19.6, share_at_or_above_target=0.93, target=20, events=412),
-                     "players": ConcurrencyMeasurement(peak=63, time_weighted_mean=58.8, share_at_or_above_target=0.9, target=60, events=1236)},
+        concurrency={
+            "games": ConcurrencyMeasurement(peak=21, time_weighted_mean=19.6, share_at_or_above_target=0.93, target=20, events=412),
+            "players": ConcurrencyMeasurement(peak=63, time_weighted_mean=58.8, share_at_or_above_target=0.9, target=60, events=1236),
+        },
         bypass=BypassRecord(pattern="loadtest+*@example.test", enabled_at="02:47:10Z", disabled_at="02:52:40Z"),
         criteria=crit, series=series,
         artifacts={"slo_report": f"{scenario_id}_{env}_{timestamp}_slo_report.json", "raw": f"{scenario_id}_{env}_{timestamp}.json.gz"},
