@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -406,3 +407,16 @@ def test_launcher_applies_start_faults_and_keeps_the_admin_token_off_the_command
 def test_launcher_reports_a_child_that_fails_to_start() -> None:
     with pytest.raises(StackError, match="unknown fault knob"):
         LocalStack(faults={"no_such_knob": 1}).start()
+
+
+def test_launcher_retries_when_another_process_takes_the_port_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_prodval.refstack import launcher
+
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        ports = iter([squatter.getsockname()[1]])
+        real = launcher.free_port
+        monkeypatch.setattr(launcher, "free_port", lambda: next(ports, None) or real())
+        with LocalStack(startup_timeout_s=10) as local:
+            assert httpx.get(local.ai_url + "/health").json()["service"] == "ai"

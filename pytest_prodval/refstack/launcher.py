@@ -117,7 +117,7 @@ class LocalStack:
             self._wait_healthy(child, deadline)
 
     def _wait_healthy(self, child: _Child, deadline: float) -> None:
-        # /health may be failed on purpose by a `health_status` fault: any HTTP answer means "up".
+        # /health may answer 503 on purpose (`health_status` fault): the body still names the service.
         with httpx.Client(timeout=1.0) as client:
             while True:
                 if child.proc.poll() is not None:
