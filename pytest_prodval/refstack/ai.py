@@ -34,6 +34,7 @@ class AiService:
         return max(0.0, f.think_ms + jitter + f.ai_latency_ms) / 1000
 
     async def move(self, request: Request) -> Response:
+        """POST /ai/move: a move for the seat after the think time."""
         body = await json_body(request)
         if body is None:
             return error(400, "bad_request", "expected a JSON object")
@@ -47,9 +48,11 @@ class AiService:
         return ok({"move": move, "gameId": body.get("gameId"), "seat": body.get("seat")})
 
     async def health(self, request: Request) -> Response:
+        """GET /health."""
         return health(self.faults, "ai")
 
     async def admin_faults(self, request: Request) -> Response:
+        """GET/POST /admin/faults (admin)."""
         return await faults_endpoint(request, self.faults, self.admin_token)
 
     def app(self) -> Starlette:

@@ -92,6 +92,7 @@ class Api:
         return email, password
 
     async def register(self, request: Request) -> Response:
+        """POST /api/auth/register."""
         credentials = await self._credentials(request, faults=False)
         if isinstance(credentials, Response):
             return credentials
@@ -101,6 +102,7 @@ class Api:
         return ok({"user": user.public()}, 201)
 
     async def login(self, request: Request) -> Response:
+        """POST /api/auth/login."""
         credentials = await self._credentials(request, faults=True)
         if isinstance(credentials, Response):
             return credentials
@@ -110,6 +112,7 @@ class Api:
         return self._done(self._tokens(user.email))
 
     async def refresh(self, request: Request) -> Response:
+        """POST /api/auth/refresh."""
         body = await json_body(request) or {}
         try:
             claims = self.jwt.verify(str(body.get("refreshToken", "")), kind="refresh")
@@ -130,6 +133,7 @@ class Api:
     # -- games ------------------------------------------------------------------------------
 
     async def create_game(self, request: Request, claims: dict[str, Any]) -> Response:
+        """POST /api/games: the creator takes seat 0, AI the last seats."""
         body = await json_body(request)
         if body is None:
             return error(400, "bad_request", "expected a JSON object")
@@ -147,6 +151,7 @@ class Api:
         return self._done({"game": game.public()}, 201)
 
     async def list_games(self, request: Request, claims: dict[str, Any]) -> Response:
+        """GET /api/games: waiting games, oldest first."""
         q = request.query_params
         if q.get("status", "waiting") != "waiting":
             return self._done({"games": []})
@@ -159,6 +164,7 @@ class Api:
         return self._done({"games": [g.public() for g in games]})
 
     async def join_game(self, request: Request, claims: dict[str, Any]) -> Response:
+        """POST /api/games/{id}/join."""
         game = self._game(request)
         if game is None:
             return error(404, "not_found", "no such game")
@@ -171,6 +177,7 @@ class Api:
         return self._done({"game": game.public(), "seat": seat})
 
     async def get_game(self, request: Request, claims: dict[str, Any]) -> Response:
+        """GET /api/games/{id}."""
         game = self._game(request)
         if game is None:
             return error(404, "not_found", "no such game")
@@ -182,6 +189,7 @@ class Api:
     # -- admin ------------------------------------------------------------------------------
 
     async def admin_password(self, request: Request) -> Response:
+        """POST /api/admin/users/password (admin)."""
         if not is_admin(request, self.admin_token):
             return error(401, "unauthorized", "admin token required")
         email, password = _credentials(await json_body(request))
@@ -194,6 +202,7 @@ class Api:
         return ok({"user": user.public()})
 
     async def admin_bypass(self, request: Request) -> Response:
+        """GET/POST /api/admin/rate-limit-bypass (admin)."""
         if not is_admin(request, self.admin_token):
             return error(401, "unauthorized", "admin token required")
         if request.method == "POST":
@@ -211,15 +220,18 @@ class Api:
         return ok(self.bypass.as_dict())
 
     async def admin_faults(self, request: Request) -> Response:
+        """GET/POST /api/admin/faults (admin)."""
         return await faults_endpoint(request, self.faults, self.admin_token)
 
     async def admin_stats(self, request: Request) -> Response:
+        """GET /api/admin/stats (admin)."""
         if not is_admin(request, self.admin_token):
             return error(401, "unauthorized", "admin token required")
         return ok({**self.games.stats(), **self.play.stats(), "users": len(self.users),
                    "rateLimited": self.limiter.limited, "bypass": self.bypass.as_dict()})
 
     async def health(self, request: Request) -> Response:
+        """GET /health."""
         return health(self.faults, "api")
 
     # -- the app ----------------------------------------------------------------------------
