@@ -102,6 +102,12 @@ class CriterionItem(pytest.Item):
             return str(excinfo.value)
         return super().repr_failure(excinfo)
 
+    def _repr_failure_py(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        # Setup errors (no data, preflight) get the same plain message as failures.
+        if isinstance(excinfo.value, (CriterionFailed, CriterionError)):
+            return str(excinfo.value)
+        return super()._repr_failure_py(excinfo, style=style)
+
     def reportinfo(self) -> tuple[Path, int | None, str]:
         """Location shown in reports."""
         return self.path, None, f"{self.scenario.id}::{self.name}"

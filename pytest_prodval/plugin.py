@@ -209,6 +209,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     )
 
 
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """A test marked `prodval_scenario("x")` also carries x's marker, so `-m x` selects it."""
+    marker = item.get_closest_marker("prodval_scenario")
+    session = item.config.stash.get(SESSION_KEY, None)
+    if marker is None or session is None or not marker.args:
+        return
+    try:
+        item.add_marker(session.catalogue.scenario(marker.args[0]).marker)
+    except KeyError:
+        pass  # the fixture reports the unknown scenario as an error
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """After -m/-k selection: the pool must cover the peak VUs of every selected scenario."""

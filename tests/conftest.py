@@ -64,6 +64,8 @@ def write_run(folder: Path, scenario_id: str, *, metrics: dict[str, Any], games:
     (folder / f"{stem}_summary.json").write_text(json.dumps({"metrics": metrics, "setup_data": {"t0": t0}, "state": {}}))
     lines = []
     for metric, count in (("games_active_delta", games), ("players_active_delta", players)):
+        if count == 0:
+            continue  # no lifecycle points at all: concurrency has no data
         lines.append(json.dumps({"type": "Metric", "data": {"name": metric, "type": "counter"}, "metric": metric}))
         for _ in range(count):
             lines.append(_point(metric, t0 + 5_000, 1))

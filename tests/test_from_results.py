@@ -1,0 +1,122 @@
+"""Offline re-evaluation of a run (--prodval-from-results): verdicts, messages, JUnit, no data."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from conftest import passing_metrics, write_run
+
+BASELINE = "BCAP_STAGING_BASELINE_20G_60P"
+XSD = Path(__file__).resolve().parents[2] / "shared" / "data" / "junit-10.xsd"
+
+pytestmark = pytest.mark.usefixtures("scenarios_dir")
+
+
+def _run(pytester: pytest.Pytester, results: Path, *args: str) -> pytest.RunResult:
+    return pytester.runpytest("-m", "baseline", "--prodval-from-results", str(results), "--junitxml", "slo.xml", *args)
+
+
+def test_every_criterion_passes_on_good_results(pytester: pytest.Pytester) -> None:
+    results = pytester.path / "results"
+    write_run(results, BASELINE, metrics=passing_metrics("baseline"), games=20, players=60)
+    result = _run(pytester, results)
+    result.assert_outcomes(passed=21)
+    result.stdout.fnmatch_lines(["*prodval: production validation*", f"{BASELINE}: GO*", "prodval overall: GO"])
+
+
+def test_failure_message_shows_value_threshold_unit_profile_samples_and_hint(pytester: pytest.Pytester) -> None:
+    results = pytester.path / "results"
+    metrics = passing_metrics("baseline", overrides={
+        "req_errors{phase:steady}": {"rate": 0.0231, "passes": 953, "fails": 40_277},
+        "status_401{phase:steady}": {"rate": 0.02, "passes": 824, "fails": 40_406},
+    })
+    write_run(results, BASELINE, metrics=metrics, games=20, players=60)
+    result = _run(pytester, results, "-k", "failed_requests_rate or http_401")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines([
+        "*failed_requests_rate rate 2.31% >= 1.00% (staging profile, 41,230 requests); expected rate<0.01",
+        "*hint: Look at the error classes*",
+        "*http_401_rate rate 2.00% >= 0.10% (staging profile, 41,230 requests)*",
+        "*hint: 401s: set LOADTEST_AUTH_TOKEN_TTL_S*",
+    ])
+
+
+def test_no_data_is_an_error_never_a_pass(pytester: pytest.Pytester) -> None:
+    results = pytester.path / "results"
+    metrics = passing_metrics("baseline", overrides={"move_e2e_latency{phase:steady}": {"count": 0, "p(95)": 0.0}})
+    write_run(results, BASELINE, metrics=metrics, games=0, players=0)
+    result = _run(pytester, results, "-k", "move_e2e_latency_p95 or concurrent_games")
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(["*move_e2e_latency_p95: no data: metric move_e2e_latency{phase:steady} had 0 samples*"])
+    result.stdout.fnmatch_lines(["*concurrent_games: no data: metric games_active_delta had 0 samples*"])
+
+
+def test_concurrency_below_target_fails(pytester: pytest.Pytester) -> None:
+    results = pytester.path / "results"
+    write_run(results, BASELINE, metrics=passing_metrics("baseline"), games=19, players=60)
+    result = _run(pytester, results, "-k", "concurrent")
+    result.assert_outcomes(failed=1, passed=1)
+    result.stdout.fnmatch_lines(["*concurrent_games peak 19 games < 20 games (staging profile*"])
+
+
+def test_profile_rejudges_the_same_values(pytester: pytest.Pytester) -> None:
+    results = pytester.path / "results"
+    metrics = passing_metrics("baseline", overrides={"http_req_duration{phase:steady}": {"p(95)": 600.0}})
+    write_run(results, BASELINE, metrics=metrics, games=20, players=60)
+    _run(pytester, results, "-k", "api_latency_p95").assert_outcomes(passed=1)
+    result = _run(pytester, results, "-k", "api_latency_p95", "--prodval-profile", "production")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*api_latency_p95 p(95) 600 ms >= 500 ms (production profile, 500 requests)*"])
+
+
+def test_junit_carries_values_in_system_out_and_validates_against_strict_schema(pytester: pytest.Pytester) -> None:
+    results = pytester.path / "results"
+    metrics = passing_metrics("baseline", overrides={"req_errors{phase:steady}": {"rate": 0.0231, "passes": 953, "fails": 40_277}})
+    write_run(results, BASELINE, metrics=metrics, games=20, players=60)
+    _run(pytester, results)
+    root = ET.parse(pytester.path / "slo.xml").getroot()
+    cases = {case.get("name"): case for case in root.iter("testcase")}
+    assert len(cases) == 21
+    failed = cases["failed_requests_rate"]
+    assert failed.get("classname") == f"scenarios.baseline.toml.{BASELINE}"
+    assert failed.find("failure") is not None
+    out = "\n".join(node.text or "" for node in failed.iter("system-out"))
+    for line in (f"scenario_id={BASELINE}", "criterion=failed_requests_rate", "observed=0.0231", "threshold=rate<0.01",
+                 "unit=%", "profile=staging", "samples=41230", "verdict=fail"):
+        assert line in out
+    passed = "\n".join(node.text or "" for node in cases["api_latency_p99"].iter("system-out"))
+    assert "verdict=pass" in passed and "observed=40" in passed
+    assert root.find(".//testcase/properties") is None
+    lxml = pytest.importorskip("lxml.etree")
+    schema = lxml.XMLSchema(lxml.parse(str(XSD)))
+    assert schema.validate(lxml.parse(str(pytester.path / "slo.xml"))), schema.error_log
+
+
+def test_truncated_summary_is_a_clear_error(pytester: pytest.Pytester) -> None:
+    results = pytester.path / "results"
+    summary = write_run(results, BASELINE, metrics=passing_metrics("baseline"), games=20, players=60)
+    summary.write_text(summary.read_text()[:200])
+    result = _run(pytester, results, "-k", "http_401")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*summary is not valid JSON (truncated?)*"])
+
+
+def test_user_test_reads_the_run_through_the_fixture(pytester: pytest.Pytester) -> None:
+    results = pytester.path / "results"
+    write_run(results, BASELINE, metrics=passing_metrics("baseline"), games=20, players=60)
+    pytester.makepyfile(test_mine="""
+        import pytest
+
+        @pytest.mark.prodval_scenario("baseline")
+        def test_marked(prodval_run):
+            assert prodval_run.report.concurrency["games"].peak == 20
+
+        def test_every_scenario(prodval_run):
+            assert prodval_run.report.scenario_id.startswith("BCAP_")
+    """)
+    result = pytester.runpytest("test_mine.py", "--prodval-from-results", str(results), "-m", "baseline", "-v")
+    result.stdout.fnmatch_lines(["*test_every_scenario?baseline? PASSED*"])
+    result.assert_outcomes(passed=2)
