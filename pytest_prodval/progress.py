@@ -25,6 +25,7 @@ class Progress:
 
     def __init__(self, config: pytest.Config, scenario: Scenario, time_scale: float, api_port: int | None) -> None:
         self.reporter = config.pluginmanager.get_plugin("terminalreporter")
+        self.capture = config.pluginmanager.get_plugin("capturemanager")
         self.scenario = scenario
         self.total = scenario.duration_s(time_scale)
         self.api = f"http://127.0.0.1:{api_port}/v1" if api_port else None
@@ -57,4 +58,10 @@ class Progress:
         if self.reporter is None or elapsed - self.last < self.every:
             return
         self.last = elapsed
-        self.reporter.write_line(self.line(elapsed, self.snapshot()))
+        text = self.line(elapsed, self.snapshot())
+        if self.capture is None:
+            self.reporter.write_line(text)
+            return
+        # k6 runs inside a test's setup, where pytest captures fd 1: step outside the capture.
+        with self.capture.global_and_fixture_disabled():
+            self.reporter.write_line(text)
