@@ -1,122 +1,608 @@
-"""One streaming pass over k6's raw output (`--out json=FILE[.gz]`).
+"""Streaming reader of k6's raw output (`--out json=FILE`, NDJSON, optionally gzip).
 
-k6 writes one JSON object per line; a game run writes ~14 lines per request, so a long
-run is gigabytes. This reader never parses a whole line as JSON: it reads the metric name
-from the fixed line prefix, skips every metric it does not need, and slices `time` and
-`value` out of the few it does. Memory holds only the concurrency deltas (a few per game)
-and the latency values of the last few one-second buckets.
+One pass over the file, memory that does not grow with its size, and no JSON parsing of
+the lines in the normal case. k6 v1.1.0 writes every record on one line in a fixed
+shape::
+
+    {"type":"Metric","data":{"name":"games_active_delta","type":"counter",...},"metric":"games_active_delta"}
+    {"metric":"games_active_delta","type":"Point","data":{"time":"2026-11-27T02:47:23.602300718Z","value":1,"tags":{...}}}
+
+The reader works on large blocks of whole lines. In each block it checks with a few
+`bytes.count` calls that every line has one of those two shapes (a block that does
+not goes through a per-line slow path, which skips and counts bad lines and parses
+lines of another shape with `json`), then finds the few metrics it needs with
+`bytes.find` on the exact line prefix and slices `time` and `value` out of them. All
+other lines (about 6 of every 7) are never looked at one by one.
+
+Kept in memory: the lifecycle deltas (two per game and player, few), and the
+`http_req_duration` values of the buckets that are still open (a bucket is closed, its
+percentiles computed and its values dropped, once the stream is `lag_s` past its end;
+k6 points from different VUs are not strictly time-ordered).
+
+Times are epoch milliseconds (floats) throughout, like `t0_ms` (k6's `Date.now()`).
 """
 
 from __future__ import annotations
 
+import calendar
 import gzip
-import math
+import json
 import zlib
 from array import array
-from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-from .models import ConcurrencyMeasurement, SeriesPoint
+from pydantic import BaseModel, Field
 
-_POINT_PREFIX = b'{"metric":"'
-_PREFIX_LEN = len(_POINT_PREFIX)
-_ERROR_CLASSES = {
-    b"auth_token_expired_total": "401",
-    b"rate_limit_hit_total": "429",
-    b"capacity_failures_total": "capacity",
-    b"contract_failures_total": "contract",
-    b"id_lifecycle_mismatches_total": "lifecycle",
+from pytest_prodval.models import ConcurrencyMeasurement, SeriesPoint
+
+__all__ = [
+    "DELTA_METRICS",
+    "ERROR_CLASSES",
+    "RawDigest",
+    "parse_time_ms",
+    "peak_concurrency",
+    "percentile",
+    "read_raw",
+]
+
+# Custom counters → error class in `SeriesPoint.errors`.
+ERROR_CLASSES: dict[str, str] = {
+    "auth_token_expired_total": "401",
+    "rate_limit_hit_total": "429",
+    "capacity_failures_total": "capacity",
+    "contract_failures_total": "contract",
+    "id_lifecycle_mismatches_total": "lifecycle",
 }
-_DELTAS = {b"games_active_delta": "games", b"players_active_delta": "players"}
-_NEEDED = {b"http_reqs", b"http_req_duration", *_ERROR_CLASSES, *_DELTAS}
-_OPEN_BUCKETS = 3  # buckets kept open for points that arrive slightly out of order
+# Lifecycle delta counters → concurrency kind.
+DELTA_METRICS: dict[str, str] = {"games_active_delta": "games", "players_active_delta": "players"}
+
+_READ_SIZE = 1 << 22  # bytes of (decompressed) data per block
+_GZ_READ_SIZE = 1 << 20  # compressed bytes read at a time
+_TIME_CACHE_MAX = 1 << 17
+
+_POINT_HEAD = b'","type":"Point","data":{"time":"'
+_P_REQS = b'\n{"metric":"http_reqs' + _POINT_HEAD
+_P_DUR = b'\n{"metric":"http_req_duration' + _POINT_HEAD
+_P_TOTAL = b"_total" + _POINT_HEAD  # all error counters end in _total
+_P_DELTA = b"_active_delta" + _POINT_HEAD  # both lifecycle counters end in _active_delta
+_LINE_POINT = b'}\n{"metric":"'
+_LINE_METRIC = b'}\n{"type":"Metric"'
+_VALUE_KEY = b'","value":'
+_ERROR_BYTES = {name.encode(): cls for name, cls in ERROR_CLASSES.items()}
+_DELTA_BYTES = {name.encode(): kind for name, kind in DELTA_METRICS.items()}
 
 
-@dataclass
-class RawDigest:
-    """What the raw output says beyond k6's summary."""
+class RawDigest(BaseModel):
+    """What one pass over a k6 raw output file measured."""
 
-    concurrency: dict[str, ConcurrencyMeasurement] = field(default_factory=dict)
-    series: list[SeriesPoint] = field(default_factory=list)
-    lines: int = 0
-    points: int = 0
-    bad_lines: int = 0
-    truncated: bool = False
-    first_time_ms: float | None = None
-    last_time_ms: float | None = None
-
-
-class _Clock:
-    """RFC 3339 → epoch ms, with the date-time part cached (it changes once a second)."""
-
-    def __init__(self) -> None:
-        self._cache: dict[bytes, float] = {}
-
-    def ms(self, stamp: bytes) -> float:
-        head, rest = stamp[:19], stamp[19:]
-        fraction = 0.0
-        if rest[:1] == b".":
-            end = 1
-            while end < len(rest) and 48 <= rest[end] <= 57:
-                end += 1
-            fraction = float(b"0" + rest[:end])
-            rest = rest[end:]
-        key = head + rest
-        base = self._cache.get(key)
-        if base is None:
-            zone = rest.decode() or "Z"
-            text = head.decode() + ("+00:00" if zone in ("Z", "z") else zone)
-            base = datetime.fromisoformat(text).astimezone(timezone.utc).timestamp() * 1000
-            self._cache[key] = base
-        return base + fraction * 1000
+    concurrency: dict[str, ConcurrencyMeasurement] = Field(default_factory=dict)
+    series: list[SeriesPoint] = Field(default_factory=list)
+    lines: int = 0  # complete lines read (plus a parseable unterminated last line)
+    points: int = 0  # Point records
+    bad_lines: int = 0  # lines skipped because they are not a k6 record
+    truncated: bool = False  # the file ends mid-line, with a bad line, or the gzip stream is cut
+    truncated_reason: str | None = None
+    first_time_ms: float | None = None  # first Point in file order
+    last_time_ms: float | None = None  # latest Point at the end of any block
+    late_values: int = 0  # durations that arrived after their bucket closed (not in its percentiles)
+    split_lines: int = 0  # lines written to `split_to`
 
 
-def _field(line: bytes, key: bytes, start: int = 0) -> tuple[bytes, int] | None:
-    """The raw bytes of a scalar JSON field `"key":...` and where it ended."""
-    at = line.find(key, start)
-    if at < 0:
-        return None
-    at += len(key)
-    if line[at : at + 1] == b'"':
-        end = line.index(b'"', at + 1)
-        return line[at + 1 : end], end
-    end = at
-    while end < len(line) and line[end] not in b",}":
-        end += 1
-    return line[at:end], end
+# ---------------------------------------------------------------------------- pure helpers
 
 
-def _normalize(line: bytes) -> bytes | None:
-    """A Point line re-serialised the way k6 writes it (compact, `metric` first), else None."""
-    import json
+def percentile(sorted_values: list[float], pct: float) -> float:
+    """k6's percentile (`p(N)` of a Trend): linear interpolation between closest ranks.
 
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return None
-    if not isinstance(record, dict) or record.get("type") != "Point" or "metric" not in record:
-        return None
-    ordered = {"metric": record["metric"], "type": "Point", "data": record.get("data", {})}
-    return json.dumps(ordered, separators=(",", ":")).encode()
-
-
-def _percentile(sorted_values: array[float] | list[float], p: float) -> float:
-    """Linear interpolation between closest ranks (what k6 does for trends)."""
-    if len(sorted_values) == 1:
+    `sorted_values` must be sorted ascending and not empty; `pct` is in [0, 100].
+    """
+    n = len(sorted_values)
+    if n == 1:
         return sorted_values[0]
-    rank = (len(sorted_values) - 1) * p / 100
-    low = math.floor(rank)
-    high = min(low + 1, len(sorted_values) - 1)
+    rank = pct / 100.0 * (n - 1)
+    low = int(rank)
+    high = min(low + 1, n - 1)
     return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (rank - low)
 
 
-def _lines(path: Path) -> tuple[IO[bytes], Iterator[bytes]]:
-    handle: IO[bytes] = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb", buffering=1 << 20)  # noqa: SIM115
-    return handle, iter(handle)
+def _offset_ms(zone: bytes) -> float:
+    """Milliseconds to subtract for a zone suffix: b"Z", b"+02:00", b"-0530"."""
+    if zone in (b"Z", b"z", b""):
+        return 0.0
+    sign = -1.0 if zone[:1] == b"-" else 1.0
+    digits = zone[1:].replace(b":", b"")
+    if len(digits) != 4 or not digits.isdigit():
+        raise ValueError(f"bad UTC offset {zone!r}")
+    return sign * (int(digits[:2]) * 60 + int(digits[2:])) * 60_000.0
+
+
+def _second_ms(prefix: bytes) -> float:
+    """Epoch ms of b"YYYY-MM-DDTHH:MM:SS" read as UTC."""
+    if len(prefix) != 19 or prefix[4:5] != b"-" or prefix[10:11] not in (b"T", b"t", b" ") or prefix[16:17] != b":":
+        raise ValueError(f"bad RFC3339 time {prefix!r}")
+    fields = (int(prefix[0:4]), int(prefix[5:7]), int(prefix[8:10]), int(prefix[11:13]), int(prefix[14:16]),
+              int(prefix[17:19]))
+    return calendar.timegm(fields) * 1000.0
+
+
+def _split_tail(tail: bytes) -> tuple[bytes, bytes]:
+    """b".602300718Z" → (b".602300718", b"Z"); b"+00:00" → (b"", b"+00:00")."""
+    if tail.endswith((b"Z", b"z")):
+        return tail[:-1], tail[-1:]
+    for i, c in enumerate(tail):
+        if c in (43, 45):  # + -
+            return tail[:i], tail[i:]
+    return tail, b""
+
+
+def parse_time_ms(text: bytes | str, cache: dict[bytes, float] | None = None) -> float:
+    """RFC3339 time (k6: nanoseconds and `Z`, or a numeric offset) → epoch milliseconds.
+
+    `cache` maps the second-resolution prefix (first 19 characters) to its epoch ms, so
+    only the fractional part and the zone are read per call.
+    """
+    raw = text.encode() if isinstance(text, str) else text
+    prefix = raw[:19]
+    base = cache.get(prefix) if cache is not None else None
+    if base is None:
+        base = _second_ms(prefix)
+        if cache is not None:
+            if len(cache) >= _TIME_CACHE_MAX:
+                cache.clear()
+            cache[prefix] = base
+    frac, zone = _split_tail(raw[19:])
+    if zone != b"Z":
+        base -= _offset_ms(zone)
+    if frac:
+        if frac[:1] != b"." or not frac[1:].isdigit():
+            raise ValueError(f"bad fractional seconds in {raw!r}")
+        return base + float(frac) * 1000.0
+    return base
+
+
+def peak_concurrency(
+    deltas: Iterable[tuple[float, float]], window: tuple[float, float] | None, target: int | None = None
+) -> ConcurrencyMeasurement:
+    """Sweep of lifecycle deltas `(time_ms, delta)` over `window` = (start_ms, end_ms).
+
+    `window` None means from the first to the last delta.
+    The deltas may come in any order (they are sorted here). The level at the window
+    start is the sum of every delta at or before it (games already running count);
+    deltas at the same instant are applied together (no zero-length spikes). Returns
+    the peak level in the window, its time-weighted mean, the share of the window at
+    or above `target` (None without a target) and `events` = the non-zero deltas at or
+    before the window end (those that shape the level in the window).
+    """
+    ordered = sorted((t, v) for t, v in deltas if v)
+    if window is None:
+        window = (ordered[0][0], ordered[-1][0]) if ordered else (0.0, 0.0)
+    start, end = window
+    if end < start:
+        raise ValueError(f"window ends before it starts: {window}")
+    level = 0.0
+    events = 0
+    i, n = 0, len(ordered)
+    while i < n and ordered[i][0] <= start:
+        level += ordered[i][1]
+        i += 1
+        events += 1
+    peak = level
+    area = 0.0
+    above = 0.0
+    last = start
+    while i < n and ordered[i][0] <= end:
+        t = ordered[i][0]
+        span = t - last
+        area += level * span
+        if target is not None and level >= target:
+            above += span
+        while i < n and ordered[i][0] == t:
+            level += ordered[i][1]
+            i += 1
+            events += 1
+        peak = max(peak, level)
+        last = t
+    span = end - last
+    area += level * span
+    if target is not None and level >= target:
+        above += span
+    length = end - start
+    if length > 0:
+        mean = area / length
+        share = above / length if target is not None else None
+    else:
+        mean = level
+        share = (1.0 if level >= target else 0.0) if target is not None else None
+    return ConcurrencyMeasurement(
+        peak=round(peak), time_weighted_mean=mean, share_at_or_above_target=share, target=target, events=events
+    )
+
+
+def _levels_at(deltas: list[tuple[float, float]], times: list[float]) -> list[int]:
+    """Running sum of `deltas` (sorted) at each of the ascending `times` (inclusive)."""
+    out: list[int] = []
+    level = 0.0
+    i, n = 0, len(deltas)
+    for t in times:
+        while i < n and deltas[i][0] <= t:
+            level += deltas[i][1]
+            i += 1
+        out.append(round(level))
+    return out
+
+
+# ---------------------------------------------------------------------------- input blocks
+
+
+@dataclass
+class _Source:
+    """Blocks of (decompressed) bytes from a plain or gzip file; notes a cut gzip stream."""
+
+    path: Path
+    truncated_reason: str | None = None
+
+    def blocks(self) -> Iterator[bytes]:
+        with open(self.path, "rb") as handle:
+            magic = handle.read(2)
+            handle.seek(0)
+            if magic == b"\x1f\x8b":
+                yield from self._gunzip(handle)
+            else:
+                while block := handle.read(_READ_SIZE):
+                    yield block
+
+    def _gunzip(self, handle: IO[bytes]) -> Iterator[bytes]:
+        inflater = zlib.decompressobj(31)
+        pending = handle.read(_GZ_READ_SIZE)
+        while True:
+            if not pending:
+                pending = handle.read(_GZ_READ_SIZE)
+                if not pending:
+                    if not inflater.eof:
+                        self.truncated_reason = "the gzip stream is cut (no end-of-stream marker)"
+                    return
+            try:
+                out = inflater.decompress(pending, _READ_SIZE)
+            except zlib.error as exc:
+                self.truncated_reason = f"the gzip stream is corrupt: {exc}"
+                return
+            if out:
+                yield out
+            if inflater.eof:  # a member ended; another may follow (concatenated gzip)
+                pending = inflater.unused_data or handle.read(_GZ_READ_SIZE)
+                if not pending.strip(b"\x00"):
+                    return
+                inflater = zlib.decompressobj(31)
+            else:
+                pending = inflater.unconsumed_tail
+
+
+# ---------------------------------------------------------------------------- the pass
+
+
+class _Bucket:
+    """One series bucket; `durations` is dropped when the bucket closes."""
+
+    __slots__ = ("requests", "durations", "pcts", "errors")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.durations: array[float] | None = array("d")
+        self.pcts: tuple[float, float, float] | None = None
+        self.errors: dict[str, int] = {}
+
+    def close(self) -> None:
+        if self.durations:
+            values = sorted(self.durations)
+            self.pcts = (percentile(values, 50), percentile(values, 95), percentile(values, 99))
+        self.durations = None
+
+
+@dataclass
+class _Pass:
+    """State of one streaming pass."""
+
+    t0_ms: float
+    bucket_ms: float
+    lag_ms: float
+    split_scenario: bytes | None
+    split_out: IO[bytes] | None
+    digest: RawDigest = field(default_factory=RawDigest)
+    buckets: dict[int, _Bucket] = field(default_factory=dict)
+    deltas: dict[str, tuple[array[float], array[float]]] = field(default_factory=dict)
+    times: dict[bytes, float] = field(default_factory=dict)
+    last_line_bad: bool = False
+
+    def bucket(self, ms: float) -> tuple[_Bucket, float, float]:
+        """The bucket holding `ms` and its bounds [lo, hi)."""
+        idx = int((ms - self.t0_ms) // self.bucket_ms)
+        found = self.buckets.get(idx)
+        if found is None:
+            found = self.buckets[idx] = _Bucket()
+        lo = self.t0_ms + idx * self.bucket_ms
+        return found, lo, lo + self.bucket_ms
+
+    def time_after(self, data: bytes, start: int) -> tuple[float, int]:
+        """Parse the time string starting at `start`; returns (ms, index of its closing quote)."""
+        quote = data.index(b'"', start, start + 48)
+        return parse_time_ms(data[start:quote], self.times), quote
+
+    # -- one block of whole lines: data = b"}\n" + lines, each ending in b"\n"
+
+    def block(self, data: bytes, end: int, checked: bool = False) -> None:
+        lines = data.count(b"\n", 0, end) - 1
+        points = data.count(_LINE_POINT, 0, end)
+        if not checked and (points + data.count(_LINE_METRIC, 0, end) != lines or data[end - 2] != 125):
+            self.slow_block(data[2:end - 1].split(b"\n"))
+            return
+        self.last_line_bad = False
+        digest = self.digest
+        digest.lines += lines
+        digest.points += points
+        if points:
+            self.note_times(data, end)
+        self.durations(data, end)
+        self.requests(data, end)
+        self.counters(data, end)
+        if self.split_out is not None:
+            self.split(data, end)
+        self.close_buckets()
+
+    def note_times(self, data: bytes, end: int) -> None:
+        last = data.rfind(_LINE_POINT, 0, end)
+        if self.digest.first_time_ms is None:
+            first = data.find(_LINE_POINT, 0, end)
+            self.digest.first_time_ms = self.point_time(data, first)
+        ms = self.point_time(data, last)
+        if ms is not None and (self.digest.last_time_ms is None or ms > self.digest.last_time_ms):
+            self.digest.last_time_ms = ms
+
+    def point_time(self, data: bytes, line: int) -> float | None:
+        at = data.find(b'"time":"', line, data.find(b"\n", line + 2))
+        if at < 0:
+            return None
+        try:
+            return self.time_after(data, at + 8)[0]
+        except ValueError:
+            return None
+
+    def durations(self, data: bytes, end: int) -> None:
+        """`http_req_duration` values into their buckets (the hot loop)."""
+        find = data.find
+        times = self.times
+        t0, size = self.t0_ms, self.bucket_ms
+        buckets = self.buckets
+        width = len(_P_DUR)
+        lo = hi = 0.0
+        append = None
+        i = find(_P_DUR, 0, end)
+        while i >= 0:
+            s = i + width
+            try:
+                q = find(b'"', s)
+                prefix = data[s:s + 19]
+                base = times.get(prefix)
+                tail = data[s + 19:q]
+                if base is None or tail[-1:] != b"Z" or len(tail) < 3:
+                    ms = parse_time_ms(data[s:q], times)
+                else:
+                    ms = base + float(tail[:-1]) * 1000.0
+                v = q + 10
+                comma = find(b",", v, v + 40)
+                if data[q:v] != _VALUE_KEY or comma < 0:
+                    raise ValueError("unexpected point layout")
+                value = float(data[v:comma])
+            except ValueError:
+                self.bad_point(data, i)
+                i = find(_P_DUR, s, end)
+                continue
+            if not lo <= ms < hi:
+                idx = int((ms - t0) // size)
+                bucket = buckets.get(idx)
+                if bucket is None:
+                    bucket = buckets[idx] = _Bucket()
+                lo = t0 + idx * size
+                hi = lo + size
+                if bucket.durations is None:  # closed: too late for its percentiles
+                    append = None
+                else:
+                    append = bucket.durations.append
+            if append is None:
+                self.digest.late_values += 1
+            else:
+                append(value)
+            i = find(_P_DUR, s, end)
+
+    def requests(self, data: bytes, end: int) -> None:
+        """Count `http_reqs` points per bucket."""
+        find = data.find
+        times = self.times
+        width = len(_P_REQS)
+        lo = hi = 0.0
+        bucket = None
+        i = find(_P_REQS, 0, end)
+        while i >= 0:
+            s = i + width
+            try:
+                q = find(b'"', s)
+                prefix = data[s:s + 19]
+                base = times.get(prefix)
+                tail = data[s + 19:q]
+                if base is None or tail[-1:] != b"Z" or len(tail) < 3:
+                    ms = parse_time_ms(data[s:q], times)
+                else:
+                    ms = base + float(tail[:-1]) * 1000.0
+            except ValueError:
+                self.bad_point(data, i)
+                i = find(_P_REQS, s, end)
+                continue
+            if bucket is None or not lo <= ms < hi:
+                bucket, lo, hi = self.bucket(ms)
+            bucket.requests += 1
+            i = find(_P_REQS, s, end)
+
+    def counters(self, data: bytes, end: int) -> None:
+        """The rare counters: error classes and lifecycle deltas (found by name suffix)."""
+        for pattern, names in ((_P_TOTAL, _ERROR_BYTES), (_P_DELTA, _DELTA_BYTES)):
+            i = data.find(pattern, 0, end)
+            while i >= 0:
+                line = data.rfind(b"\n", 0, i)
+                s = i + len(pattern)
+                name_at = line + 12
+                if data[line:name_at] == b'\n{"metric":"':
+                    target = names.get(data[name_at:i + len(pattern) - len(_POINT_HEAD)])
+                    if target is not None:
+                        self.counter_point(data, line, s, target, names is _DELTA_BYTES)
+                i = data.find(pattern, s, end)
+
+    def counter_point(self, data: bytes, line: int, s: int, target: str, is_delta: bool) -> None:
+        try:
+            ms, q = self.time_after(data, s)
+            v = q + 10
+            stop = data.index(b",", v, v + 40)
+            if data[q:v] != _VALUE_KEY:
+                raise ValueError("unexpected point layout")
+            value = float(data[v:stop])
+        except ValueError:
+            self.bad_point(data, line)
+            return
+        if is_delta:
+            times, values = self.deltas.setdefault(target, (array("d"), array("d")))
+            times.append(ms)
+            values.append(value)
+        elif value:
+            errors = self.bucket(ms)[0].errors
+            errors[target] = errors.get(target, 0) + round(value)
+
+    def bad_point(self, data: bytes, line: int) -> None:
+        """A needed Point line whose time or value cannot be read: skip and count it."""
+        self.digest.bad_lines += 1
+        if data.find(b"\n", line + 1) == len(data) - 1 or data.find(b"\n", line + 1) < 0:
+            self.last_line_bad = True
+
+    def split(self, data: bytes, end: int) -> None:
+        """Copy Metric lines and the split scenario's Point lines, in file order."""
+        assert self.split_out is not None and self.split_scenario is not None
+        starts: list[int] = []
+        i = data.find(_LINE_METRIC, 0, end)
+        while i >= 0:
+            starts.append(i + 2)
+            i = data.find(_LINE_METRIC, i + 2, end)
+        tag = self.split_scenario
+        i = data.find(tag, 0, end)
+        while i >= 0:
+            line = data.rfind(b"\n", 0, i) + 1
+            if data.startswith(b'{"metric":"', line):
+                starts.append(line)
+            i = data.find(tag, i + len(tag), end)
+        if not starts:
+            return
+        starts.sort()
+        write = self.split_out.write
+        for line in starts:
+            write(data[line:data.find(b"\n", line) + 1])
+        self.digest.split_lines += len(starts)
+
+    def slow_block(self, raw_lines: list[bytes]) -> None:
+        """A block with lines of another shape: skip bad ones, normalise parseable ones."""
+        good: list[bytes] = []
+        bad = 0
+        for line in raw_lines:
+            fixed = _normalise(line)
+            if fixed is None:
+                bad += 1
+                self.last_line_bad = True
+            else:
+                good.append(fixed)
+                self.last_line_bad = False
+        self.digest.bad_lines += bad
+        last_bad = self.last_line_bad
+        if good:
+            data = b"}\n" + b"\n".join(good) + b"\n"
+            self.block(data, len(data), checked=True)
+        self.last_line_bad = last_bad
+
+    def close_buckets(self, final: bool = False) -> None:
+        """Close buckets the stream has left `lag_ms` behind (all when `final`)."""
+        newest = self.digest.last_time_ms
+        for idx, bucket in self.buckets.items():
+            if bucket.durations is None:
+                continue
+            if final or (newest is not None and self.t0_ms + (idx + 1) * self.bucket_ms + self.lag_ms <= newest):
+                bucket.close()
+
+    def finish(self, steady: tuple[float, float] | None, targets: dict[str, int]) -> RawDigest:
+        self.close_buckets(final=True)
+        digest = self.digest
+        sorted_deltas = {
+            kind: sorted(zip(times, values)) for kind, (times, values) in self.deltas.items()
+        }
+        for kind, pairs in sorted_deltas.items():
+            for t, _ in pairs[:1] + pairs[-1:]:
+                if digest.first_time_ms is None or t < digest.first_time_ms:
+                    digest.first_time_ms = t
+                if digest.last_time_ms is None or t > digest.last_time_ms:
+                    digest.last_time_ms = t
+        if steady is not None:
+            window = (self.t0_ms + steady[0] * 1000.0, self.t0_ms + steady[1] * 1000.0)
+        elif digest.first_time_ms is not None and digest.last_time_ms is not None:
+            window = (digest.first_time_ms, digest.last_time_ms)
+        else:
+            window = None
+        if window is not None:
+            for kind in DELTA_METRICS.values():
+                if kind in sorted_deltas:
+                    digest.concurrency[kind] = peak_concurrency(sorted_deltas[kind], window, targets.get(kind))
+        digest.series = self.series(sorted_deltas)
+        return digest
+
+    def series(self, sorted_deltas: dict[str, list[tuple[float, float]]]) -> list[SeriesPoint]:
+        if not self.buckets:
+            return []
+        first, last = min(self.buckets), max(self.buckets)
+        indexes = list(range(first, last + 1))
+        ends = [self.t0_ms + (idx + 1) * self.bucket_ms for idx in indexes]
+        levels: dict[str, list[int] | None] = {}
+        for kind in ("games", "players"):
+            pairs = sorted_deltas.get(kind)
+            levels[kind] = _levels_at(pairs, ends) if pairs else None
+        out: list[SeriesPoint] = []
+        empty = _Bucket()
+        for n, idx in enumerate(indexes):
+            bucket = self.buckets.get(idx, empty)
+            p50, p95, p99 = bucket.pcts or (None, None, None)
+            games, players = levels["games"], levels["players"]
+            out.append(SeriesPoint(
+                t=round(idx * self.bucket_ms / 1000.0, 6), requests=bucket.requests, p50_ms=p50, p95_ms=p95,
+                p99_ms=p99, errors=dict(bucket.errors), games=games[n] if games else None,
+                players=players[n] if players else None,
+            ))
+        return out
+
+
+def _normalise(line: bytes) -> bytes | None:
+    """A line in k6's exact shape (as is, or rewritten from any valid JSON record), or None."""
+    if line.endswith(b"}") and (line.startswith(b'{"metric":"') or line.startswith(b'{"type":"Metric"')):
+        return line
+    try:
+        record: Any = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(record, dict):
+        return None
+    kind, name, data = record.get("type"), record.get("metric"), record.get("data")
+    if kind == "Metric" and isinstance(name, str):
+        return json.dumps({"type": "Metric", "data": data, "metric": name}, separators=(",", ":")).encode()
+    if kind != "Point" or not isinstance(name, str) or not isinstance(data, dict):
+        return None
+    if not isinstance(data.get("time"), str) or not isinstance(data.get("value"), int | float):
+        return None
+    point = {"time": data["time"], "value": data["value"], "tags": data.get("tags") or {}}
+    body = json.dumps(point, separators=(",", ":"))
+    return b'{"metric":' + json.dumps(name).encode() + b',"type":"Point","data":' + body.encode() + b"}"
 
 
 def read_raw(
@@ -128,162 +614,72 @@ def read_raw(
     bucket_s: float = 1.0,
     split_scenario: str | None = "ws_companion",
     split_to: Path | None = None,
+    lag_s: float = 5.0,
 ) -> RawDigest:
-    """Concurrency over the steady window and a per-bucket time series, in one pass.
+    """Read a k6 raw output file (NDJSON or gzip) in one streaming pass.
 
-    A file cut mid-line or a cut gzip stream sets `truncated` (data before it is kept); a
-    corrupt line in the middle is counted in `bad_lines` and skipped. Lines tagged with
-    `split_scenario` (plus every Metric line) are also copied to `split_to`.
+    `t0_ms`: the run's t0 (epoch ms, the script's `setup()` `Date.now()`); `steady`: the
+    steady window in seconds after t0 (None: from the first to the last point);
+    `targets`: {"games": n, "players": m} for the share of the window at/above target;
+    `bucket_s`: series bucket width; `split_to`: also write every Metric line and every
+    Point line tagged `scenario:<split_scenario>` there (gzip if it ends in `.gz`);
+    `lag_s`: how long a bucket stays open for late (out-of-order) points.
+
+    A file that ends mid-line, with an unparseable line, or with a cut/corrupt gzip
+    stream gives `truncated=True` and everything read before; it never raises for that.
     """
-    digest = RawDigest()
-    clock = _Clock()
-    deltas: dict[str, list[tuple[float, float]]] = {"games": [], "players": []}
-    buckets: dict[int, SeriesPoint] = {}
-    durations: dict[int, array[float]] = {}
-    newest = -1
-    split_marker = f'"scenario":"{split_scenario}"'.encode() if split_scenario else None
-    out = open(split_to, "wb") if split_to is not None else None  # noqa: SIM115
-    handle, lines = _lines(path)
-    last = b""
+    if bucket_s <= 0:
+        raise ValueError("bucket_s must be > 0")
+    split_out: IO[bytes] | None = None
+    if split_to is not None:
+        split_out = gzip.open(split_to, "wb", compresslevel=5) if split_to.name.endswith(".gz") \
+            else open(split_to, "wb", buffering=1 << 20)
+    state = _Pass(
+        t0_ms=float(t0_ms), bucket_ms=bucket_s * 1000.0, lag_ms=max(lag_s, 0.0) * 1000.0,
+        split_scenario=f'"scenario":{json.dumps(split_scenario)}'.encode() if split_scenario else None,
+        split_out=split_out if split_scenario else None,
+    )
+    source = _Source(Path(path))
     try:
-        for line in lines:
-            digest.lines += 1
-            last = line
-            if out is not None and (line.startswith(b'{"type":"Metric"') or (split_marker and split_marker in line)):
-                out.write(line)
-            if not line.startswith(_POINT_PREFIX):
-                if line.startswith(b'{"type":"Metric"') or not line.strip():
-                    continue
-                compact = _normalize(line)  # slow path: valid JSON written by something other than k6
-                if compact is None:
-                    digest.bad_lines += 1
-                    continue
-                line = compact
-            end = line.find(b'"', _PREFIX_LEN)
-            name = line[_PREFIX_LEN:end]
-            if name not in _NEEDED:
-                digest.points += 1
+        rest = b""
+        for chunk in source.blocks():
+            data = b"".join((b"}\n", rest, chunk))
+            end = data.rfind(b"\n") + 1
+            if end <= 2:
+                rest = data[2:]
                 continue
-            try:
-                stamp, after = _field(line, b'"time":', end)  # type: ignore[misc]
-                raw_value, _ = _field(line, b'"value":', after)  # type: ignore[misc]
-                t_ms, value = clock.ms(stamp), float(raw_value)
-            except (TypeError, ValueError):
-                digest.bad_lines += 1
-                continue
-            digest.points += 1
-            if digest.first_time_ms is None or t_ms < digest.first_time_ms:
-                digest.first_time_ms = t_ms
-            if digest.last_time_ms is None or t_ms > digest.last_time_ms:
-                digest.last_time_ms = t_ms
-            kind = _DELTAS.get(name)
-            if kind is not None:
-                deltas[kind].append((t_ms, value))
-                continue
-            index = int((t_ms - t0_ms) / 1000 // bucket_s)
-            point = buckets.get(index)
-            if point is None:
-                point = buckets[index] = SeriesPoint(t=index * bucket_s)
-            if name == b"http_reqs":
-                point.requests += int(value)
-            elif name == b"http_req_duration":
-                values = durations.get(index)
-                if values is None:
-                    if index < newest - _OPEN_BUCKETS:
-                        continue  # bucket already closed: too late for its percentiles
-                    values = durations[index] = array("d")
-                values.append(value)
-                if index > newest:
-                    newest = index
-                    for old in [b for b in durations if b < newest - _OPEN_BUCKETS]:
-                        _close(buckets[old], durations.pop(old))
-            else:
-                label = _ERROR_CLASSES[name]
-                point.errors[label] = point.errors.get(label, 0) + int(value)
-    except (EOFError, zlib.error, gzip.BadGzipFile, OSError):
-        digest.truncated = True
+            rest = data[end:]
+            state.block(data, end)
+        _finish_tail(state, rest)
     finally:
-        handle.close()
-        if out is not None:
-            out.close()
-    if last and not last.endswith(b"\n"):
-        digest.truncated = True  # cut mid-line: k6 did not finish writing
-    for index, values in durations.items():
-        _close(buckets[index], values)
-    window = None
-    if steady is not None:
-        window = (t0_ms + steady[0] * 1000, t0_ms + steady[1] * 1000)
-    for kind, points in deltas.items():
-        if points:
-            digest.concurrency[kind] = peak_concurrency(points, window, targets.get(kind))
-    digest.series = [buckets[i] for i in sorted(buckets)]
-    _attach_running_counts(digest.series, deltas, t0_ms, bucket_s)
+        if split_out is not None:
+            split_out.close()
+    digest = state.finish(steady, targets)
+    if source.truncated_reason and not digest.truncated:
+        digest.truncated, digest.truncated_reason = True, source.truncated_reason
     return digest
 
 
-def _close(point: SeriesPoint, values: array[float]) -> None:
-    ordered = sorted(values)
-    if ordered:
-        point.p50_ms = _percentile(ordered, 50)
-        point.p95_ms = _percentile(ordered, 95)
-        point.p99_ms = _percentile(ordered, 99)
+def _finish_tail(state: _Pass, rest: bytes) -> None:
+    """The bytes after the last newline: a complete record is read, a partial one reported."""
+    digest = state.digest
+    if rest.strip():
+        fixed = _normalise(rest.strip())
+        if fixed is not None and _is_json(fixed):
+            data = b"}\n" + fixed + b"\n"
+            state.block(data, len(data), checked=True)
+            return
+        digest.truncated = True
+        digest.truncated_reason = f"the file ends mid-line ({len(rest)} bytes after the last newline)"
+        return
+    if state.last_line_bad:
+        digest.truncated = True
+        digest.truncated_reason = "the last line is not a k6 record"
 
 
-def _attach_running_counts(series: list[SeriesPoint], deltas: dict[str, list[tuple[float, float]]], t0_ms: float, bucket_s: float) -> None:
-    """Games and players active at the end of each bucket, for the charts."""
-    for kind, points in deltas.items():
-        if not points:
-            continue
-        ordered = sorted(points)
-        times = [t for t, _ in ordered]
-        running: list[float] = []
-        total = 0.0
-        for _, value in ordered:
-            total += value
-            running.append(total)
-        for point in series:
-            at = bisect_right(times, t0_ms + (point.t + bucket_s) * 1000)
-            setattr(point, kind, int(running[at - 1]) if at else 0)
-
-
-def peak_concurrency(
-    deltas: Iterable[tuple[float, float]], window: tuple[float, float] | None, target: int | None
-) -> ConcurrencyMeasurement:
-    """Peak, time-weighted mean and share at/above target of the running sum of ±deltas.
-
-    Deltas are (time ms, +n/−n) in any order. Inside `window` (absolute ms) only; the sum at
-    the window start counts everything that started before it and has not ended.
-    """
-    ordered = sorted(deltas)
-    if window is None:
-        window = (ordered[0][0], ordered[-1][0]) if ordered else (0.0, 0.0)
-    start, end = window
-    level = sum(v for t, v in ordered if t <= start)
-    peak = level
-    weighted = 0.0
-    at_target = 0.0
-    cursor = start
-    for t, value in ordered:
-        if t <= start:
-            continue
-        if t > end:
-            break
-        span = t - cursor
-        weighted += level * span
-        if target is not None and level >= target:
-            at_target += span
-        cursor = t
-        level += value
-        peak = max(peak, level)
-    span = end - cursor
-    weighted += level * span
-    if target is not None and level >= target:
-        at_target += span
-    length = end - start
-    return ConcurrencyMeasurement(
-        peak=int(peak),
-        time_weighted_mean=weighted / length if length > 0 else float(level),
-        share_at_or_above_target=(at_target / length if length > 0 else None) if target is not None else None,
-        target=target,
-        events=len(ordered),
-    )
+def _is_json(line: bytes) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
