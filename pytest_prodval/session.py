@@ -68,6 +68,29 @@ class RunOutcome(BaseModel):
         return next((c for c in self.report.criteria if c.name == name), None)
 
 
+def _faults_from_env(name: str) -> dict[str, Any] | None:
+    """Fault knobs for the embedded stack (`--env local`), e.g. PRODVAL_LOCAL_FAULTS='{"error_5xx_rate": 0.05}'."""
+    import json
+
+    text = os.environ.get(name)
+    if not text:
+        return None
+    try:
+        faults = json.loads(text)
+    except ValueError as exc:
+        raise preflight_error(f"{name} is not JSON: {exc}") from None
+    if not isinstance(faults, dict):
+        raise preflight_error(f"{name} must be a JSON object of fault knobs")
+    return faults
+
+
+def preflight_error(reason: str) -> Exception:
+    """A PreflightError of the configuration check."""
+    from .preflight import PreflightError
+
+    return PreflightError(reason, check="config")
+
+
 def _redactor(secrets: set[str]) -> Any:
     from .secrets import Redactor
 
@@ -145,7 +168,8 @@ class ProdvalSession:
 
                 log_dir = self.settings.results_dir / "local-stack"
                 log_dir.mkdir(parents=True, exist_ok=True)
-                self._stack = LocalStack(log_dir=log_dir)
+                self._stack = LocalStack(log_dir=log_dir, faults=_faults_from_env("PRODVAL_LOCAL_FAULTS"),
+                                         ai_faults=_faults_from_env("PRODVAL_LOCAL_AI_FAULTS"))
                 self.config.add_cleanup(self._stop_stack)
                 self._stack.start()
                 admin_token = self._stack.admin_token

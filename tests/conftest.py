@@ -24,6 +24,13 @@ def scenarios_dir(pytester: pytest.Pytester) -> Path:
     return target
 
 
+@pytest.fixture
+def smoke_scenarios(scenarios_dir: Path) -> Path:
+    """The project's scenarios plus `smoke` (tests/data/smoke.toml): real k6 in ~20 s."""
+    shutil.copy(REPO / "tests" / "data" / "smoke.toml", scenarios_dir / "smoke.toml")
+    return scenarios_dir
+
+
 def passing_metrics(scenario_key: str, *, profile: str | None = None, scenarios: Path = SCENARIOS,
                     overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """A k6 summary `metrics` object in which every criterion of the scenario holds."""
