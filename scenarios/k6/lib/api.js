@@ -2,11 +2,16 @@
 // and the game routes, each classified (metrics.classify) and contract-checked.
 import encoding from 'k6/encoding';
 import http from 'k6/http';
-import { classify, parseBody, setPhase } from './metrics.js';
+import { classify, parseBody, setPhase, wsConnectionSuccess } from './metrics.js';
 
 const TIMEOUT = '15s';
 const FALLBACK_TTL_S = 300;
 const JOIN_EXPECTED = http.expectedStatuses({ min: 200, max: 299 }, 409);
+
+/** The status a WebSocket close code stands for (4401 unauthorized, 4429 rate limited). */
+export function closeStatus(code) {
+  return code === 4401 ? 401 : code === 4429 ? 429 : 0;
+}
 
 function isObj(v) {
   return v !== null && typeof v === 'object';
@@ -125,6 +130,17 @@ export class Api {
     const windowMs = Math.min(this.refreshWindowS, ttl / 3) * 1000;
     this.refreshAtMs = this.expiresAtMs - windowMs * (1 + 0.5 * Math.random());
     return true;
+  }
+
+  /**
+   * Classify one WebSocket connect, decided at authentication (design.md §2): 101 = opened and
+   * authenticated, 401/429 from the auth answer or close code, 0 = no usable connection.
+   */
+  wsConnected(status) {
+    const ok = status === 101;
+    wsConnectionSuccess.add(ok);
+    classify(ok ? 200 : status, false, true, false);
+    this._after(status);
   }
 
   _after(status) {

@@ -3,7 +3,8 @@
 import { sleep } from 'k6';
 import exec from 'k6/execution';
 import ws from 'k6/ws';
-import { classify, setPhase, wsConnectionSuccess, wsErrors, wsMessageLatency, wsRateLimited } from './metrics.js';
+import { closeStatus } from './api.js';
+import { setPhase, wsErrors, wsMessageLatency, wsRateLimited } from './metrics.js';
 
 const AUTH_TIMEOUT_MS = 10000;
 const END_MARGIN_MS = 500;
@@ -43,7 +44,7 @@ export class Companion {
         socket.on('open', () => socket.send(JSON.stringify({ type: 'auth', token: self.api.token })));
         socket.on('message', (text) => self.onMessage(socket, st, text));
         socket.on('close', (code) => {
-          if (!st.sampled) self.sample(st, code === 4401 ? 401 : code === 4429 ? 429 : 0);
+          if (!st.sampled) self.sample(st, closeStatus(code));
         });
         socket.on('error', () => {});
         socket.setTimeout(() => socket.close(), Math.max(1, endAt - Date.now()));
@@ -63,10 +64,7 @@ export class Companion {
 
   sample(st, status) {
     st.sampled = true;
-    const ok = status === 101;
-    wsConnectionSuccess.add(ok);
-    classify(ok ? 200 : status, false, true, false);
-    if (status === 401) this.api.invalidate();
+    this.api.wsConnected(status);
   }
 
   onMessage(socket, st, text) {

@@ -2,9 +2,10 @@
 // Every wait is bounded; the ±1 concurrency deltas are always closed when a started game is left.
 import { sleep } from 'k6';
 import ws from 'k6/ws';
+import { closeStatus } from './api.js';
 import {
-  aiFallback, aiMoveLatency, classify, gameAborts, gamesActiveDelta, gamesCompleted, moveE2eLatency,
-  moveServerProcessing, moveStalled, playersActiveDelta, setPhase, wsConnectionSuccess, wsErrors, wsRateLimited,
+  aiFallback, aiMoveLatency, gameAborts, gamesActiveDelta, gamesCompleted, moveE2eLatency,
+  moveServerProcessing, moveStalled, playersActiveDelta, setPhase, wsErrors, wsRateLimited,
 } from './metrics.js';
 
 const AUTH_TIMEOUT_MS = 10000;
@@ -141,10 +142,7 @@ export class Player {
 
   connectSample(s, status) {
     s.connectSampled = true;
-    const ok = status === 101;
-    wsConnectionSuccess.add(ok);
-    classify(ok ? 200 : status, false, true, false);
-    if (status === 401) this.api.invalidate();
+    this.api.wsConnected(status);
   }
 
   onMessage(socket, s, text) {
@@ -351,7 +349,7 @@ export class Player {
 
   onClose(s, code) {
     if (!s.connectSampled) {
-      this.connectSample(s, code === 4401 ? 401 : code === 4429 ? 429 : 0);
+      this.connectSample(s, closeStatus(code));
       gameAborts.add(1, ABORT.auth_failed);
     } else if (!s.ended) {
       setPhase();
