@@ -57,8 +57,8 @@ class GoNoGo(BaseModel):
         return EXIT_CODES[self.overall]
 
 
-def analyze_folder(path: Path, profile: str | None = None) -> GoNoGo:
-    """The go/no-go over the latest report per scenario id in `path` (optionally of one profile)."""
+def analyze_folder(path: Path, profile: str | None = None, env: str | None = None) -> GoNoGo:
+    """The go/no-go over the latest report per scenario id in `path` (optionally of one profile / env)."""
     if not path.is_dir():
         return GoNoGo(overall="ERROR", problems=[f"{path}: no such results folder"])
     problems: list[str] = []
@@ -69,7 +69,7 @@ def analyze_folder(path: Path, profile: str | None = None) -> GoNoGo:
         except ValueError as exc:
             problems.append(str(exc))
             continue
-        if profile is not None and report.profile != profile:
+        if (profile is not None and report.profile != profile) or (env is not None and report.env != env):
             continue
         # The WebSocket companion's report is a subset of the same run: the main report wins a tie.
         key = (report.timestamp, not file.name.startswith("websocket_"), file.stat().st_mtime)

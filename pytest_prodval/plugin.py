@@ -261,8 +261,12 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     """Per scenario, every criterion's value, and the overall GO / NO-GO."""
     session = config.stash.get(SESSION_KEY, None)
-    if session is not None:
-        terminal.write_summary(terminalreporter, session.shared_outcomes())
+    if session is None:
+        return
+    outcomes = session.shared_outcomes()
+    terminal.write_summary(terminalreporter, outcomes)
+    if outcomes and session.settings.from_results is None and not session.is_worker:
+        terminal.write_folder_decision(terminalreporter, session.settings.results_dir, session.settings.env)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -427,7 +427,8 @@ class ProdvalSession:
         try:
             from .html import write_html
 
-            write_html(report, paths.html)
+            baseline = self.baseline if self.baseline and self.baseline.scenario_id == report.scenario_id else None
+            write_html(report, paths.html, baseline=baseline)
             report.artifacts["html"] = paths.html.name
         except ImportError:
             pass

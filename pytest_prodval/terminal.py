@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .criteria import format_value
@@ -46,3 +47,15 @@ def write_summary(reporter: Any, outcomes: list[RunOutcome]) -> None:
                 f", html: {report.artifacts['html']}" if report.artifacts.get("html") else ""))
     decision = overall(outcomes)
     reporter.write_line(f"prodval overall: {decision}", bold=True, red=decision != "GO", green=decision == "GO")
+
+
+def write_folder_decision(reporter: Any, results_dir: Path, env: str | None) -> None:
+    """The single go/no-go over the latest run of every scenario in the results folder (plan §6)."""
+    from .analyze import analyze_folder, format_table
+    from .report import write_atomic
+
+    decision = analyze_folder(results_dir, env=env)
+    write_atomic(results_dir / "go_no_go.json", decision.model_dump_json(indent=2))
+    reporter.write_line(f"prodval go/no-go over {results_dir} (latest run of each scenario, env {env}):", bold=True)
+    for line in format_table(decision):
+        reporter.write_line(f"    {line}")
