@@ -120,3 +120,46 @@ def test_user_test_reads_the_run_through_the_fixture(pytester: pytest.Pytester) 
     result = pytester.runpytest("test_mine.py", "--prodval-from-results", str(results), "-m", "baseline", "-v")
     result.stdout.fnmatch_lines(["*test_every_scenario?baseline? PASSED*"])
     result.assert_outcomes(passed=2)
+
+
+def _report_from(pytester: pytest.Pytester, results: Path) -> Path:
+    """Run once offline and write what it judged as an SLO report (a 'previous run')."""
+    from pytest_prodval.models import SloReport
+
+    data_dir = pytester.path / "prev"
+    data_dir.mkdir()
+    pytester.makeconftest(f"""
+        def pytest_sessionfinish(session):
+            from pytest_prodval.items import SESSION_KEY
+            prodval = session.config.stash[SESSION_KEY]
+            for outcome in prodval.outcomes.values():
+                open({str(data_dir)!r} + "/prev_slo_report.json", "w").write(outcome.report.model_dump_json())
+    """)
+    _run(pytester, results)
+    (pytester.path / "conftest.py").unlink()
+    path = data_dir / "prev_slo_report.json"
+    SloReport.model_validate_json(path.read_text())
+    return path
+
+
+def test_baseline_adds_run_over_run_items(pytester: pytest.Pytester) -> None:
+    before = pytester.path / "before"
+    write_run(before, BASELINE, metrics=passing_metrics("baseline"), games=20, players=60)
+    previous = _report_from(pytester, before)
+    slower = passing_metrics("baseline", overrides={"http_req_duration{phase:steady}": {"p(95)": 27.0, "p(99)": 80.0}})
+    after = pytester.path / "after"
+    write_run(after, BASELINE, metrics=slower, games=20, players=60, stamp="20261127T020000Z")
+    result = _run(pytester, after, "--prodval-baseline", str(previous), "-k", "api_latency")
+    # p95 25 → 27 ms is within 10 %; p99 40 → 80 ms is not. The absolute SLOs still pass.
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.fnmatch_lines(["*api_latency_p99_vs_baseline: 80.0 ms vs baseline 40.0 ms, more than allowed (<= baseline x 1.1*"])
+
+
+def test_warn_level_criterion_warns_and_never_fails(pytester: pytest.Pytester) -> None:
+    results = pytester.path / "results"
+    metrics = passing_metrics("baseline", overrides={"ws_message_latency": {"p(95)": 900.0}})
+    write_run(results, BASELINE, metrics=metrics, games=20, players=60)
+    result = _run(pytester, results, "-k", "ws_message_latency_p95")
+    result.assert_outcomes(passed=1, warnings=1)
+    result.stdout.fnmatch_lines(["*ProdvalWarning*ws_message_latency_p95 p(95) 900 ms >= 500 ms*"])
+    assert 'verdict=warn' in (pytester.path / "slo.xml").read_text()

@@ -1,0 +1,50 @@
+"""A user's session end to end: real k6 against the embedded stack, every output a person or CI reads."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("smoke_scenarios")]
+
+
+def test_smoke_run_produces_every_artifact_docs_and_decision(pytester: pytest.Pytester) -> None:
+    docs = pytester.path / "docs" / "testing"
+    docs.mkdir(parents=True)
+    (docs / "BASELINE_CAPACITY.md").write_text("# Capacity\n\nHand-written notes stay.\n")
+    results = pytester.path / "res"
+    result = pytester.runpytest_subprocess(
+        "--env", "local", "-m", "smoke", "--prodval-results-dir", str(results), "--junitxml", "slo.xml",
+        "--prodval-update-docs", timeout=240,
+    )
+    result.assert_outcomes(passed=24)
+    result.stdout.fnmatch_lines([
+        "prodval: BCAP_SMOKE_4G_12P */* s, * VUs, * requests, errors: *",  # live progress line
+        "BCAP_SMOKE_4G_12P: GO  (env local, profile staging, k6 v1.1.0, run *)",
+        "prodval overall: GO",
+        "*go/no-go over*",
+    ])
+    stems = {p.name.split("_summary.json")[0] for p in results.glob("*_summary.json")}
+    assert len(stems) == 1
+    stem = stems.pop()
+    for suffix in (".json.gz", "_summary.json", "_slo_report.json", "_report.html", "_k6_dashboard.html", "_k6.log"):
+        assert (results / f"{stem}{suffix}").is_file(), suffix
+    assert (results / f"websocket_{stem}.json").stat().st_size > 0
+    ws_report = json.loads((results / f"websocket_{stem}_slo_report.json").read_text())
+    assert {c["name"] for c in ws_report["criteria"]} == {"ws_connect_p95", "ws_connection_success", "ws_message_latency_p95"}
+    report = json.loads((results / f"{stem}_slo_report.json").read_text())
+    assert report["verdict"] == "GO" and report["complete"] is True
+    assert report["concurrency"]["games"]["peak"] >= 4 and report["concurrency"]["players"]["peak"] >= 12
+    assert report["token_ttl_source"] == "expiresIn" and report["k6_version"] == "v1.1.0"
+    assert json.loads((results / "go_no_go.json").read_text())["overall"] == "GO"
+    capacity = (docs / "BASELINE_CAPACITY.md").read_text()
+    assert "Hand-written notes stay." in capacity and "BCAP_SMOKE_4G_12P" in capacity
+    checklist = (pytester.path / "docs" / "production" / "PRODUCTION_READINESS_CHECKLIST.md").read_text()
+    assert "BCAP_SMOKE_4G_12P" in checklist and "GO" in checklist
+    analyze = subprocess.run([sys.executable, "-m", "pytest_prodval", "analyze", str(results)], capture_output=True, text=True)
+    assert analyze.returncode == 0, analyze.stdout + analyze.stderr
+    assert "overall: GO" in analyze.stdout
