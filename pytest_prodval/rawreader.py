@@ -69,7 +69,7 @@ _P_DUR = b'\n{"metric":"http_req_duration' + _POINT_HEAD
 _P_TOTAL = b"_total" + _POINT_HEAD  # all error counters end in _total
 _P_DELTA = b"_active_delta" + _POINT_HEAD  # both lifecycle counters end in _active_delta
 _LINE_POINT = b'}\n{"metric":"'
-_LINE_METRIC = b'}\n{"type":"Metric"'
+_LINE_METRIC = b'}\n{"type":"Metric","data":{'
 _VALUE_KEY = b'","value":'
 _ERROR_BYTES = {name.encode(): cls for name, cls in ERROR_CLASSES.items()}
 _DELTA_BYTES = {name.encode(): kind for name, kind in DELTA_METRICS.items()}
@@ -332,29 +332,31 @@ class _Pass:
 
     # -- one block of whole lines: data = b"}\n" + lines, each ending in b"\n"
 
-    def block(self, data: bytes, end: int, checked: bool = False) -> None:
-        lines = data.count(b"\n", 0, end) - 1
-        points = data.count(_LINE_POINT, 0, end)
-        if not checked and (points + data.count(_LINE_METRIC, 0, end) != lines or data[end - 2] != 125):
-            self.slow_block(data[2:end - 1].split(b"\n"))
+    def block(self, data: bytes, start: int, end: int, checked: bool = False) -> None:
+        """Lines data[start + 2:end]; data[start:start + 2] must be b"}\n" (the previous line's end)."""
+        lines = data.count(b"\n", start, end) - 1
+        points = data.count(_LINE_POINT, start, end)
+        metrics = _positions(data, _LINE_METRIC, start, end)
+        if not checked and (points + len(metrics) != lines or data[end - 2] != 125 or data[start] != 125):
+            self.slow_block(data[start + 2:end - 1].split(b"\n"))
             return
         self.last_line_bad = False
         digest = self.digest
         digest.lines += lines
         digest.points += points
         if points:
-            self.note_times(data, end)
-        self.durations(data, end)
-        self.requests(data, end)
-        self.counters(data, end)
+            self.note_times(data, start, end)
+        self.durations(data, start, end)
+        self.requests(data, start, end)
+        self.counters(data, start, end)
         if self.split_out is not None:
-            self.split(data, end)
+            self.split(data, start, end, metrics)
         self.close_buckets()
 
-    def note_times(self, data: bytes, end: int) -> None:
-        last = data.rfind(_LINE_POINT, 0, end)
+    def note_times(self, data: bytes, start: int, end: int) -> None:
+        last = data.rfind(_LINE_POINT, start, end)
         if self.digest.first_time_ms is None:
-            first = data.find(_LINE_POINT, 0, end)
+            first = data.find(_LINE_POINT, start, end)
             self.digest.first_time_ms = self.point_time(data, first)
         ms = self.point_time(data, last)
         if ms is not None and (self.digest.last_time_ms is None or ms > self.digest.last_time_ms):
@@ -369,7 +371,14 @@ class _Pass:
         except ValueError:
             return None
 
-    def durations(self, data: bytes, end: int) -> None:
+    def slow_time(self, data: bytes, s: int, q: int) -> float | None:
+        """Time of a point the fast path could not read (new second, offset, no fraction); None if bad."""
+        try:
+            return parse_time_ms(data[s:q], self.times)
+        except ValueError:
+            return None
+
+    def durations(self, data: bytes, start: int, end: int) -> None:
         """`http_req_duration` values into their buckets (the hot loop)."""
         find = data.find
         times = self.times
@@ -378,25 +387,24 @@ class _Pass:
         width = len(_P_DUR)
         lo = hi = 0.0
         append = None
-        i = find(_P_DUR, 0, end)
+        i = find(_P_DUR, start, end)
         while i >= 0:
             s = i + width
+            q = find(b'"', s)
             try:
-                q = find(b'"', s)
-                prefix = data[s:s + 19]
-                base = times.get(prefix)
-                tail = data[s + 19:q]
-                if base is None or tail[-1:] != b"Z" or len(tail) < 3:
-                    ms = parse_time_ms(data[s:q], times)
-                else:
-                    ms = base + float(tail[:-1]) * 1000.0
-                v = q + 10
-                comma = find(b",", v, v + 40)
-                if data[q:v] != _VALUE_KEY or comma < 0:
-                    raise ValueError("unexpected point layout")
+                if data[q - 1] != 90:  # not ...Z: an offset or no fraction
+                    raise KeyError
+                ms = times[data[s:s + 19]] + float(data[s + 19:q - 1]) * 1000.0
+            except (KeyError, ValueError):
+                ms = self.slow_time(data, s, q)  # type: ignore[assignment]
+            v = q + 10
+            comma = find(b",", v, v + 40)
+            try:
+                if ms is None or comma < 0:
+                    raise ValueError
                 value = float(data[v:comma])
             except ValueError:
-                self.bad_point(data, i)
+                self.bad_point(data, i, end)
                 i = find(_P_DUR, s, end)
                 continue
             if not lo <= ms < hi:
@@ -406,59 +414,54 @@ class _Pass:
                     bucket = buckets[idx] = _Bucket()
                 lo = t0 + idx * size
                 hi = lo + size
-                if bucket.durations is None:  # closed: too late for its percentiles
-                    append = None
-                else:
-                    append = bucket.durations.append
+                append = None if bucket.durations is None else bucket.durations.append  # closed: too late
             if append is None:
                 self.digest.late_values += 1
             else:
                 append(value)
             i = find(_P_DUR, s, end)
 
-    def requests(self, data: bytes, end: int) -> None:
+    def requests(self, data: bytes, start: int, end: int) -> None:
         """Count `http_reqs` points per bucket."""
         find = data.find
         times = self.times
         width = len(_P_REQS)
         lo = hi = 0.0
         bucket = None
-        i = find(_P_REQS, 0, end)
+        i = find(_P_REQS, start, end)
         while i >= 0:
             s = i + width
+            q = find(b'"', s)
             try:
-                q = find(b'"', s)
-                prefix = data[s:s + 19]
-                base = times.get(prefix)
-                tail = data[s + 19:q]
-                if base is None or tail[-1:] != b"Z" or len(tail) < 3:
-                    ms = parse_time_ms(data[s:q], times)
-                else:
-                    ms = base + float(tail[:-1]) * 1000.0
-            except ValueError:
-                self.bad_point(data, i)
-                i = find(_P_REQS, s, end)
-                continue
-            if bucket is None or not lo <= ms < hi:
+                if data[q - 1] != 90:
+                    raise KeyError
+                ms = times[data[s:s + 19]] + float(data[s + 19:q - 1]) * 1000.0
+            except (KeyError, ValueError):
+                ms = self.slow_time(data, s, q)  # type: ignore[assignment]
+                if ms is None:
+                    self.bad_point(data, i, end)
+                    i = find(_P_REQS, s, end)
+                    continue
+            if not lo <= ms < hi or bucket is None:
                 bucket, lo, hi = self.bucket(ms)
             bucket.requests += 1
             i = find(_P_REQS, s, end)
 
-    def counters(self, data: bytes, end: int) -> None:
+    def counters(self, data: bytes, start: int, end: int) -> None:
         """The rare counters: error classes and lifecycle deltas (found by name suffix)."""
         for pattern, names in ((_P_TOTAL, _ERROR_BYTES), (_P_DELTA, _DELTA_BYTES)):
-            i = data.find(pattern, 0, end)
+            i = data.find(pattern, start, end)
             while i >= 0:
-                line = data.rfind(b"\n", 0, i)
+                line = data.rfind(b"\n", start, i)
                 s = i + len(pattern)
                 name_at = line + 12
                 if data[line:name_at] == b'\n{"metric":"':
                     target = names.get(data[name_at:i + len(pattern) - len(_POINT_HEAD)])
                     if target is not None:
-                        self.counter_point(data, line, s, target, names is _DELTA_BYTES)
+                        self.counter_point(data, line, s, end, target, names is _DELTA_BYTES)
                 i = data.find(pattern, s, end)
 
-    def counter_point(self, data: bytes, line: int, s: int, target: str, is_delta: bool) -> None:
+    def counter_point(self, data: bytes, line: int, s: int, end: int, target: str, is_delta: bool) -> None:
         try:
             ms, q = self.time_after(data, s)
             v = q + 10
@@ -467,7 +470,7 @@ class _Pass:
                 raise ValueError("unexpected point layout")
             value = float(data[v:stop])
         except ValueError:
-            self.bad_point(data, line)
+            self.bad_point(data, line, end)
             return
         if is_delta:
             times, values = self.deltas.setdefault(target, (array("d"), array("d")))
@@ -477,33 +480,32 @@ class _Pass:
             errors = self.bucket(ms)[0].errors
             errors[target] = errors.get(target, 0) + round(value)
 
-    def bad_point(self, data: bytes, line: int) -> None:
+    def bad_point(self, data: bytes, line: int, end: int) -> None:
         """A needed Point line whose time or value cannot be read: skip and count it."""
         self.digest.bad_lines += 1
-        if data.find(b"\n", line + 1) == len(data) - 1 or data.find(b"\n", line + 1) < 0:
+        newline = data.find(b"\n", line + 1, end)
+        if newline < 0 or newline >= end - 1:
             self.last_line_bad = True
 
-    def split(self, data: bytes, end: int) -> None:
+    def split(self, data: bytes, start: int, end: int, metrics: list[int]) -> None:
         """Copy Metric lines and the split scenario's Point lines, in file order."""
         assert self.split_out is not None and self.split_scenario is not None
-        starts: list[int] = []
-        i = data.find(_LINE_METRIC, 0, end)
-        while i >= 0:
-            starts.append(i + 2)
-            i = data.find(_LINE_METRIC, i + 2, end)
+        starts = [at + 2 for at in metrics]
         tag = self.split_scenario
-        i = data.find(tag, 0, end)
+        find, rfind = data.find, data.rfind
+        i = find(tag, start, end)
         while i >= 0:
-            line = data.rfind(b"\n", 0, i) + 1
+            line = rfind(b"\n", start, i) + 1
             if data.startswith(b'{"metric":"', line):
                 starts.append(line)
-            i = data.find(tag, i + len(tag), end)
+            i = find(tag, i + len(tag), end)
         if not starts:
             return
-        starts.sort()
+        if metrics:
+            starts.sort()
         write = self.split_out.write
         for line in starts:
-            write(data[line:data.find(b"\n", line) + 1])
+            write(data[line:find(b"\n", line) + 1])
         self.digest.split_lines += len(starts)
 
     def slow_block(self, raw_lines: list[bytes]) -> None:
@@ -522,7 +524,7 @@ class _Pass:
         last_bad = self.last_line_bad
         if good:
             data = b"}\n" + b"\n".join(good) + b"\n"
-            self.block(data, len(data), checked=True)
+            self.block(data, 0, len(data), checked=True)
         self.last_line_bad = last_bad
 
     def close_buckets(self, final: bool = False) -> None:
@@ -583,9 +585,19 @@ class _Pass:
         return out
 
 
+def _positions(data: bytes, pattern: bytes, start: int, end: int) -> list[int]:
+    """Where `pattern` occurs in data[start:end] (for rare patterns)."""
+    found: list[int] = []
+    i = data.find(pattern, start, end)
+    while i >= 0:
+        found.append(i)
+        i = data.find(pattern, i + 1, end)
+    return found
+
+
 def _normalise(line: bytes) -> bytes | None:
     """A line in k6's exact shape (as is, or rewritten from any valid JSON record), or None."""
-    if line.endswith(b"}") and (line.startswith(b'{"metric":"') or line.startswith(b'{"type":"Metric"')):
+    if line.endswith(b"}") and (line.startswith(b'{"metric":"') or line.startswith(b'{"type":"Metric","data":{')):
         return line
     try:
         record: Any = json.loads(line)
@@ -643,13 +655,20 @@ def read_raw(
     try:
         rest = b""
         for chunk in source.blocks():
-            data = b"".join((b"}\n", rest, chunk))
-            end = data.rfind(b"\n") + 1
-            if end <= 2:
-                rest = data[2:]
+            first = chunk.find(b"\n")
+            if first < 0:
+                rest += chunk
                 continue
-            rest = data[end:]
-            state.block(data, end)
+            head = b"".join((b"}\n", rest, chunk[:first + 1]))  # the line across the block boundary
+            state.block(head, 0, len(head))
+            last = chunk.rfind(b"\n")
+            if last > first:
+                if first > 0 and chunk[first - 1] == 125:  # "}\n" before the region: no copy
+                    state.block(chunk, first - 1, last + 1)
+                else:
+                    region = b"}\n" + chunk[first + 1:last + 1]
+                    state.block(region, 0, len(region))
+            rest = chunk[last + 1:]
         _finish_tail(state, rest)
     finally:
         if split_out is not None:
@@ -667,7 +686,7 @@ def _finish_tail(state: _Pass, rest: bytes) -> None:
         fixed = _normalise(rest.strip())
         if fixed is not None and _is_json(fixed):
             data = b"}\n" + fixed + b"\n"
-            state.block(data, len(data), checked=True)
+            state.block(data, 0, len(data), checked=True)
             return
         digest.truncated = True
         digest.truncated_reason = f"the file ends mid-line ({len(rest)} bytes after the last newline)"
