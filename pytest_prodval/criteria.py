@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .models import ConcurrencyMeasurement, CriterionResult
+from .models import ConcurrencyMeasurement, CriterionResult, Verdict
 from .scenarios import CONCURRENCY_METRICS, Criterion
 
 _NEGATION = {"<": ">=", "<=": ">", ">": "<=", ">=": "<", "==": "!=", "!=": "=="}
@@ -113,11 +113,11 @@ def evaluate(
 ) -> CriterionResult:
     """Judge one criterion; missing data and incomplete runs give verdict "error"."""
     expression = criterion.expression
-    base: dict[str, Any] = dict(
+    base = CriterionResult(
         name=criterion.name, scenario_id=scenario_id, metric=criterion.metric.k6_name,
         expression=criterion.expression_text, aggregation=expression.aggregation, operator=expression.operator,
         threshold=expression.threshold, unit=criterion.unit, profile=criterion.profile, level=criterion.level,
-        hint=criterion.hint,
+        hint=criterion.hint, verdict="error",
     )
     try:
         if criterion.metric.name in CONCURRENCY_METRICS:
@@ -130,10 +130,11 @@ def evaluate(
         reason = f"{exc}"
         if incomplete_reason:
             reason += f"; run incomplete: {incomplete_reason}"
-        return CriterionResult(**base, verdict="error", message=f"{criterion.name}: no data: {reason} ({criterion.profile} profile)")
+        return base.model_copy(update={"message": f"{criterion.name}: no data: {reason} ({criterion.profile} profile)"})
     shown = format_value(observed, criterion.unit)
     limit = format_value(expression.threshold, criterion.unit)
     context = f"({criterion.profile} profile, {samples:,} {noun})"
+    verdict: Verdict
     if expression.holds(observed):
         verdict = "pass"
         message = f"{criterion.name} {expression.aggregation} {shown} {expression.operator} {limit} {context}"
@@ -146,7 +147,7 @@ def evaluate(
     if incomplete_reason:
         verdict = "error"
         message = f"{message}; run incomplete: {incomplete_reason}, so the value cannot be trusted"
-    return CriterionResult(**base, observed=observed, samples=samples, verdict=verdict, message=message)
+    return base.model_copy(update={"observed": observed, "samples": samples, "verdict": verdict, "message": message})
 
 
 BASELINE_SUFFIX = "_vs_baseline"
@@ -162,19 +163,18 @@ def compare_to_baseline(current: CriterionResult, base: CriterionResult, *, tole
     allowed_factor = 1 + tolerance if current.unit == "ms" else 1.0
     limit = None if base.observed is None else base.observed * allowed_factor
     rule = f"<= baseline x {allowed_factor:g}" if current.unit == "ms" else "<= baseline"
-    common = dict(
-        name=current.name + BASELINE_SUFFIX, scenario_id=current.scenario_id, metric=current.metric,
-        expression=f"{current.aggregation}{rule.replace(' ', '')}", aggregation=current.aggregation, operator="<=",
-        threshold=limit if limit is not None else 0.0, unit=current.unit, profile=current.profile,
-        observed=current.observed, samples=current.samples, baseline_observed=base.observed, level=current.level,
-        hint=f"Worse than the baseline run {base.scenario_id}: compare the two runs' reports. {current.hint or ''}".strip(),
-    )
+    name = current.name + BASELINE_SUFFIX
+    result = current.model_copy(update={
+        "name": name, "expression": f"{current.aggregation}{rule.replace(' ', '')}", "operator": "<=",
+        "threshold": limit if limit is not None else 0.0, "baseline_observed": base.observed,
+        "hint": f"Worse than the baseline run: compare the two runs' reports. {current.hint or ''}".strip(),
+    })
     if current.observed is None or limit is None:
         which = "this run" if current.observed is None else "the baseline"
-        return CriterionResult(**common, verdict="error", message=f"{common['name']}: no data in {which}")
+        return result.model_copy(update={"verdict": "error", "message": f"{name}: no data in {which}"})
     now, then = format_value(current.observed, current.unit), format_value(base.observed, base.unit)
     if current.observed <= limit:
-        return CriterionResult(**common, verdict="pass", message=f"{common['name']}: {now} vs baseline {then} ({rule})")
-    verdict = "warn" if current.level == "warn" else "fail"
-    return CriterionResult(**common, verdict=verdict,
-                           message=f"{common['name']}: {now} vs baseline {then}, more than allowed ({rule}; {current.profile} profile)")
+        return result.model_copy(update={"verdict": "pass", "message": f"{name}: {now} vs baseline {then} ({rule})"})
+    verdict: Verdict = "warn" if current.level == "warn" else "fail"
+    message = f"{name}: {now} vs baseline {then}, more than allowed ({rule}; {current.profile} profile)"
+    return result.model_copy(update={"verdict": verdict, "message": message})

@@ -50,7 +50,7 @@ def prodval_run(request: pytest.FixtureRequest, prodval_session: ProdvalSession)
     judged (preflight, k6 crash) is an ERROR of this test.
     """
     marker = request.node.get_closest_marker("prodval_scenario")
-    key = marker.args[0] if marker else getattr(request, "param", None)
+    key = str(marker.args[0] if marker and marker.args else getattr(request, "param", ""))
     try:
         scenario = prodval_session.catalogue.scenario(key)
     except KeyError:

@@ -7,7 +7,6 @@ the network or k6.
 
 from __future__ import annotations
 
-import os
 import signal
 from collections.abc import Generator
 from pathlib import Path

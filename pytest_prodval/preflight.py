@@ -185,7 +185,7 @@ def jwt_claims(token: str) -> dict[str, Any] | None:
 def token_ttl(login_data: Mapping[str, Any], *, ttl_fallback_s: float | None, now: float | None = None) -> TokenInfo:
     """TTL from `expiresIn`, else JWT `exp - iat` (or `exp - now`), else the fallback; PreflightError if none."""
     expires_in = login_data.get("expiresIn")
-    if _positive_number(expires_in):
+    if isinstance(expires_in, (int, float)) and _positive_number(expires_in):
         return TokenInfo(float(expires_in), "expiresIn")
     claims = jwt_claims(str(login_data.get("accessToken") or ""))
     if claims is not None and _positive_number(claims.get("exp")):

@@ -642,7 +642,7 @@ def read_raw(
     """
     if bucket_s <= 0:
         raise ValueError("bucket_s must be > 0")
-    split_out: IO[bytes] | None = None
+    split_out: Any = None  # a GzipFile or a buffered file
     if split_to is not None:
         split_out = gzip.open(split_to, "wb", compresslevel=5) if split_to.name.endswith(".gz") \
             else open(split_to, "wb", buffering=1 << 20)
