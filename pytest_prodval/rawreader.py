@@ -85,8 +85,9 @@ class RawDigest(BaseModel):
     bad_lines: int = 0  # lines skipped because they are not a k6 record
     truncated: bool = False  # the file ends mid-line, with a bad line, or the gzip stream is cut
     truncated_reason: str | None = None
-    first_time_ms: float | None = None  # first Point in file order
-    last_time_ms: float | None = None  # latest Point at the end of any block
+    # first / last Point in file order (k6 writes nearly in time order), widened by the deltas
+    first_time_ms: float | None = None
+    last_time_ms: float | None = None
     late_values: int = 0  # durations that arrived after their bucket closed (not in its percentiles)
     split_lines: int = 0  # lines written to `split_to`
 
@@ -315,6 +316,8 @@ class _Pass:
     deltas: dict[str, tuple[array[float], array[float]]] = field(default_factory=dict)
     times: dict[bytes, float] = field(default_factory=dict)
     last_line_bad: bool = False
+    open: set[int] = field(default_factory=set)  # buckets still collecting durations
+    newest: float = float("-inf")  # the latest block-end time seen: drives bucket closing
 
     def bucket(self, ms: float) -> tuple[_Bucket, float, float]:
         """The bucket holding `ms` and its bounds [lo, hi)."""
@@ -322,6 +325,7 @@ class _Pass:
         found = self.buckets.get(idx)
         if found is None:
             found = self.buckets[idx] = _Bucket()
+            self.open.add(idx)
         lo = self.t0_ms + idx * self.bucket_ms
         return found, lo, lo + self.bucket_ms
 
@@ -359,8 +363,10 @@ class _Pass:
             first = data.find(_LINE_POINT, start, end)
             self.digest.first_time_ms = self.point_time(data, first)
         ms = self.point_time(data, last)
-        if ms is not None and (self.digest.last_time_ms is None or ms > self.digest.last_time_ms):
+        if ms is not None:
             self.digest.last_time_ms = ms
+            if ms > self.newest:
+                self.newest = ms
 
     def point_time(self, data: bytes, line: int) -> float | None:
         at = data.find(b'"time":"', line, data.find(b"\n", line + 2))
@@ -412,6 +418,7 @@ class _Pass:
                 bucket = buckets.get(idx)
                 if bucket is None:
                     bucket = buckets[idx] = _Bucket()
+                    self.open.add(idx)
                 lo = t0 + idx * size
                 hi = lo + size
                 append = None if bucket.durations is None else bucket.durations.append  # closed: too late
@@ -521,6 +528,7 @@ class _Pass:
                 good.append(fixed)
                 self.last_line_bad = False
         self.digest.bad_lines += bad
+        self.digest.lines += bad
         last_bad = self.last_line_bad
         if good:
             data = b"}\n" + b"\n".join(good) + b"\n"
@@ -529,12 +537,10 @@ class _Pass:
 
     def close_buckets(self, final: bool = False) -> None:
         """Close buckets the stream has left `lag_ms` behind (all when `final`)."""
-        newest = self.digest.last_time_ms
-        for idx, bucket in self.buckets.items():
-            if bucket.durations is None:
-                continue
-            if final or (newest is not None and self.t0_ms + (idx + 1) * self.bucket_ms + self.lag_ms <= newest):
-                bucket.close()
+        newest = self.newest
+        for idx in [i for i in self.open if final or self.t0_ms + (i + 1) * self.bucket_ms + self.lag_ms <= newest]:
+            self.buckets[idx].close()
+            self.open.discard(idx)
 
     def finish(self, steady: tuple[float, float] | None, targets: dict[str, int]) -> RawDigest:
         self.close_buckets(final=True)
