@@ -84,6 +84,26 @@ def _faults_from_env(name: str) -> dict[str, Any] | None:
     return faults
 
 
+def _bypass_lease_s() -> float:
+    """The bypass lease: PRODVAL_BYPASS_LEASE_S seconds (default bypass.DEFAULT_LEASE_S, renewed every third of it).
+
+    How long the bypass can stay on after pytest is killed (-9) mid-run; a short lease
+    costs more renewals.
+    """
+    from .bypass import DEFAULT_LEASE_S
+
+    text = os.environ.get("PRODVAL_BYPASS_LEASE_S")
+    if not text:
+        return DEFAULT_LEASE_S
+    try:
+        lease = float(text)
+    except ValueError:
+        lease = float("nan")
+    if not lease > 0 or lease == float("inf"):
+        raise pytest.UsageError(f"PRODVAL_BYPASS_LEASE_S={text!r} must be a positive number of seconds")
+    return lease
+
+
 def preflight_error(reason: str) -> Exception:
     """A PreflightError of the configuration check."""
     from .preflight import PreflightError
@@ -218,7 +238,31 @@ class ProdvalSession:
         if controller is None:
             return None
         pattern = os.environ.get("RATE_LIMIT_BYPASS_USER_PATTERN", r"loadtest.*@loadtest\.local")
-        return BypassLease(controller, pattern=pattern)
+        return BypassLease(controller, pattern=pattern, lease_s=_bypass_lease_s())
+
+    def _limit_probe(self) -> bool | None:
+        """Is pool user 1 rate limited right now? Only where the limits are known (the embedded stack).
+
+        On staging the limits are unknown, and a burst there proves nothing while adding load:
+        the answer is None ("not checkable") and nothing is sent.
+        """
+        if self._stack is None or self.prepared is None or not self.prepared.base_url or not self.password:
+            return None
+        import httpx
+
+        from .bypass import verify_limited
+        from .preflight import login
+
+        base = self.prepared.base_url
+        try:
+            with httpx.Client(timeout=10) as client:
+                faults = client.get(f"{base}/api/admin/faults", headers={"X-Admin-Token": self._stack.admin_token}).json()
+                knobs = faults.get("data", {}).get("faults", {})
+                token = login(client, base, self.pool.email(1), self.password)["accessToken"]
+            burst, rate = int(knobs.get("user_burst", 40)), float(knobs.get("user_rate_per_s", 20.0))
+            return verify_limited(base, token, requests=burst + 20, burst=burst, rate_per_s=rate)
+        except Exception:  # a failed check is "not verified", never a broken run
+            return None
 
     def start_session_bypass(self) -> None:
         """Under xdist the controller holds the bypass for the whole session."""
@@ -226,6 +270,7 @@ class ProdvalSession:
         if lease is None:
             return
         lease.__enter__()
+        lease.verify_on(self._limit_probe)
         self._session_bypass = lease
         self.config.add_cleanup(self.stop_session_bypass)
         assert self.prepared is not None
@@ -236,6 +281,7 @@ class ProdvalSession:
         """Disable the session bypass (idempotent)."""
         if self._session_bypass is not None:
             self._session_bypass.__exit__(None, None, None)
+            self._session_bypass.verify_off(self._limit_probe)
             self._session_bypass = None
 
     # -- one k6 run per scenario -----------------------------------------------------------
@@ -354,10 +400,12 @@ class ProdvalSession:
         lease = None if prepared.bypass_by_controller else self.bypass_lease()
         with lease if lease is not None else nullcontext():
             if lease is not None:
+                lease.verify_on(self._limit_probe)
                 report.bypass = lease.to_record()
             result = run_k6(argv, env=env, cwd=script.parent, log_path=paths.k6_log, timeout_s=timeout,
                             on_tick=Progress(self.config, scenario, self.settings.time_scale, api_port))
         if lease is not None:
+            lease.verify_off(self._limit_probe)
             report.bypass = lease.to_record()
         report.finished_at, report.k6_exit_code = utc_now_iso(), result.exit_code
         return self._judge(scenario, criteria, paths, report, result)
