@@ -151,6 +151,8 @@ class ProdvalSession:
         self.password: str | None = None
         self.admin_token: str | None = None
         self.redactor = _redactor(set())
+        if self.prepared is not None and not self.prepared.error:
+            self._secrets_from_env()
         self._stack: Any = None
         self._session_bypass: BypassLease | None = None
         self.interrupted: str | None = None
@@ -161,6 +163,19 @@ class ProdvalSession:
                 self.baseline = load_report(settings.baseline)
             except ValueError as exc:
                 raise pytest.UsageError(f"--prodval-baseline: {exc}") from None
+
+    def _secrets_from_env(self) -> None:
+        """An xdist worker: the controller sends the checked target but never a secret; the
+        pool password (for k6) and the admin token (for the redactor) come from the same
+        environment the controller checked."""
+        from .preflight import PreflightError, resolve_pool_password
+
+        try:
+            self.password = resolve_pool_password(os.environ)
+        except PreflightError:  # the controller's preflight said so already
+            return
+        self.admin_token = os.environ.get("PRODVAL_ADMIN_TOKEN")
+        self.redactor = _redactor({s for s in (self.password, self.admin_token) if s})
 
     # -- preparing the target (controller) -------------------------------------------------
 
