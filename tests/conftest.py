@@ -73,7 +73,8 @@ def write_run(folder: Path, scenario_id: str, *, metrics: dict[str, Any], games:
     for metric, count in (("games_active_delta", games), ("players_active_delta", players)):
         if count == 0:
             continue  # no lifecycle points at all: concurrency has no data
-        lines.append(json.dumps({"type": "Metric", "data": {"name": metric, "type": "counter"}, "metric": metric}))
+        lines.append(json.dumps({"type": "Metric", "data": {"name": metric, "type": "counter"}, "metric": metric},
+                                separators=(",", ":")))
         for _ in range(count):
             lines.append(_point(metric, t0 + 5_000, 1))
         lines.append(_point(metric, t0 + 3_600_000, -count))  # ends after any steady window
@@ -86,5 +87,6 @@ def _point(metric: str, t_ms: int, value: float) -> str:
     from datetime import datetime, timezone
 
     iso = datetime.fromtimestamp(t_ms / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return json.dumps({"metric": metric, "type": "Point",
-                       "data": {"time": iso, "value": value, "tags": {"phase": "ramp", "scenario": "players"}}})
+    return json.dumps({"metric": metric, "type": "Point",  # compact, as k6 writes it
+                       "data": {"time": iso, "value": value, "tags": {"phase": "ramp", "scenario": "players"}}},
+                      separators=(",", ":"))
