@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from . import criteria as criteria_mod
 from .models import BypassRecord, SloReport
-from .report import RunPaths, find_runs, load_report, load_summary, parse_stem, timestamp, utc_now_iso, websocket_subset, write_atomic, write_report
+from .report import RunPaths, load_report, load_summary, timestamp, utc_now_iso, websocket_subset, write_atomic, write_report
 from .progress import Progress
 from .runner import K6Result, PoolSettings, Target, find_k6, free_loopback_port, k6_command, k6_config, run_k6
 from .scenarios import Catalogue, Criterion, Environment, Scenario
@@ -504,40 +504,14 @@ class ProdvalSession:
     # -- offline re-evaluation ---------------------------------------------------------------
 
     def _reevaluate(self, scenario: Scenario, path: Path) -> RunOutcome:
-        try:
-            runs = find_runs(path)
-        except ValueError as exc:
-            return RunOutcome(scenario_id=scenario.id, error=str(exc), error_kind="results")
-        found = runs.get(scenario.id)
-        if found is None:
-            return RunOutcome(scenario_id=scenario.id, error=f"no results for {scenario.id} in {path}", error_kind="results")
-        stem = found.name.split("_summary.json")[0].split("_slo_report.json")[0].removesuffix(".json.gz").removesuffix(".json")
-        folder = found.parent
-        try:
-            stored = load_report(folder / f"{stem}_slo_report.json") if (folder / f"{stem}_slo_report.json").exists() else None
-            summary = load_summary(folder / f"{stem}_summary.json")
-        except ValueError as exc:
-            return RunOutcome(scenario_id=scenario.id, error=str(exc), error_kind="results")
-        parsed = parse_stem(stem)
-        report = stored.model_copy() if stored else SloReport(
-            scenario_id=scenario.id, marker=scenario.marker, env=parsed[1] if parsed else "offline",
-            profile=scenario.profile, timestamp=parsed[2] if parsed else "", steady_window_s=scenario.steady_window_s(),
-        )
-        if stored is None and (folder / f"{stem}.json.gz").exists():
-            from . import rawreader
+        from .offline import reevaluate
 
-            t0 = float((summary.get("setup_data") or {}).get("t0") or 0)
-            digest = rawreader.read_raw(folder / f"{stem}.json.gz", t0_ms=t0, steady=report.steady_window_s,
-                                        targets={"games": scenario.targets.games, "players": scenario.targets.players})
-            report.concurrency = digest.concurrency
-        report.profile = self.settings.profile or scenario.profile
-        report.criteria = [
-            criteria_mod.evaluate(c, scenario_id=scenario.id, metrics=summary["metrics"], concurrency=report.concurrency,
-                                  incomplete_reason=report.incomplete_reason)
-            for c in self.criteria(scenario)
-        ]
+        try:
+            report, report_path = reevaluate(scenario, path, self.criteria(scenario), self.settings.profile)
+        except ValueError as exc:
+            return RunOutcome(scenario_id=scenario.id, error=str(exc), error_kind="results")
         self._finish(report)
-        return RunOutcome(scenario_id=scenario.id, report=report, report_path=str(folder / f"{stem}_slo_report.json"))
+        return RunOutcome(scenario_id=scenario.id, report=report, report_path=str(report_path))
 
     def cleanup(self) -> None:
         """Remove the shared folder (controller only)."""

@@ -1,0 +1,46 @@
+"""Re-judging a previous run (`--prodval-from-results`): no k6, no network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import criteria as criteria_mod
+from .models import SloReport
+from .report import find_runs, load_report, load_summary, parse_stem
+from .scenarios import Criterion, Scenario
+
+
+def reevaluate(scenario: Scenario, path: Path, criteria: list[Criterion], profile: str | None) -> tuple[SloReport, Path]:
+    """The scenario's latest run under `path`, judged again by today's criteria; ValueError if unusable.
+
+    `path` is an SLO report, a summary, a raw file or a folder. Values come from the run's
+    k6 summary; concurrency from its SLO report, else from its raw file.
+    """
+    found = find_runs(path).get(scenario.id)
+    if found is None:
+        raise ValueError(f"no results for {scenario.id} in {path}")
+    stem = found.name.split("_summary.json")[0].split("_slo_report.json")[0].removesuffix(".json.gz").removesuffix(".json")
+    folder = found.parent
+    report_path = folder / f"{stem}_slo_report.json"
+    stored = load_report(report_path) if report_path.exists() else None
+    summary = load_summary(folder / f"{stem}_summary.json")
+    parsed = parse_stem(stem)
+    report = stored.model_copy() if stored else SloReport(
+        scenario_id=scenario.id, marker=scenario.marker, env=parsed[1] if parsed else "offline",
+        profile=scenario.profile, timestamp=parsed[2] if parsed else "", steady_window_s=scenario.steady_window_s(),
+    )
+    raw = folder / f"{stem}.json.gz"
+    if stored is None and raw.exists():
+        from .rawreader import read_raw
+
+        t0 = float((summary.get("setup_data") or {}).get("t0") or 0)
+        digest = read_raw(raw, t0_ms=t0, steady=report.steady_window_s,
+                          targets={"games": scenario.targets.games, "players": scenario.targets.players})
+        report.concurrency = digest.concurrency
+    report.profile = profile or scenario.profile
+    report.criteria = [
+        criteria_mod.evaluate(c, scenario_id=scenario.id, metrics=summary["metrics"], concurrency=report.concurrency,
+                              incomplete_reason=report.incomplete_reason)
+        for c in criteria
+    ]
+    return report, report_path
