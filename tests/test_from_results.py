@@ -163,3 +163,16 @@ def test_warn_level_criterion_warns_and_never_fails(pytester: pytest.Pytester) -
     result.assert_outcomes(passed=1, warnings=1)
     result.stdout.fnmatch_lines(["*ProdvalWarning*ws_message_latency_p95 p(95) 900 ms >= 500 ms*"])
     assert 'verdict=warn' in (pytester.path / "slo.xml").read_text()
+
+
+def test_user_adds_a_criterion_as_data(pytester: pytest.Pytester, scenarios_dir: Path) -> None:
+    with (scenarios_dir / "baseline.toml").open("a") as handle:
+        handle.write('\n[criteria.login_latency_p99]\nmetric = "http_req_duration{name:login}"\nunit = "ms"\n'
+                     'hint = "Login tail latency"\nstaging = "p(99)<35"\nproduction = "p(99)<30"\n')
+    results = pytester.path / "results"
+    write_run(results, BASELINE, metrics=passing_metrics("baseline", scenarios=scenarios_dir), games=20, players=60)
+    result = _run(pytester, results, "-k", "login_latency")
+    # the fake summary's p(99) is 40 ms: the user's new criterion fails, the catalogue's p95 passes
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*login_latency_p99 p(99) 40.0 ms >= 35.0 ms (staging profile, 500 requests)*",
+                                 "*hint: Login tail latency*"])
