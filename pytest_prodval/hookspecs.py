@@ -36,3 +36,12 @@ def pytest_prodval_bypass_controller(config: pytest.Config, prepared: Any, sessi
 
 def pytest_prodval_run_finished(config: pytest.Config, report: SloReport, paths: RunPaths) -> None:
     """Called after a scenario's artifacts are written (also when criteria fail or the run broke)."""
+
+
+def pytest_prodval_before_k6(config: pytest.Config, scenario: Any, prepared: Any, session: Any) -> None:
+    """Called right before a scenario's k6 process starts (after preflight, seeding and bypass).
+
+    For last-moment setup against the target: warm caches, switch feature flags, or on the
+    embedded stack inject faults through its admin API (`session.admin_token`). An exception
+    here makes every item of the scenario an ERROR; k6 does not start.
+    """

@@ -230,7 +230,15 @@ def login(client: httpx.Client, base_url: str, email: str, password: str, *, who
 def probe_login(base_url: str, email: str, password: str, *, ttl_fallback_s: float | None, timeout_s: float = 10.0) -> TokenInfo:
     """Log pool user 1 in and learn the token TTL (plan §3.5) before any VU starts."""
     with httpx.Client(timeout=timeout_s) as client:
-        data = login(client, base_url, email, password, who="pool user 1")
+        for attempt in range(1, 4):
+            try:
+                data = login(client, base_url, email, password, who="pool user 1")
+                break
+            except PreflightError as exc:
+                # 401 (wrong password) and 429 are answers; a 5xx or a broken body may be transient.
+                if exc.hint in (HINT_LOGIN, HINT_429) or attempt == 3:
+                    raise
+                time.sleep(0.5 * attempt)
     return token_ttl(data, ttl_fallback_s=ttl_fallback_s)
 
 

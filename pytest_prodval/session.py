@@ -417,6 +417,7 @@ class ProdvalSession:
             if lease is not None:
                 lease.verify_on(self._limit_probe)
                 report.bypass = lease.to_record()
+            self.config.hook.pytest_prodval_before_k6(config=self.config, scenario=scenario, prepared=prepared, session=self)
             result = run_k6(argv, env=env, cwd=script.parent, log_path=paths.k6_log, timeout_s=timeout,
                             on_tick=Progress(self.config, scenario, self.settings.time_scale, api_port))
         if lease is not None:

@@ -9,7 +9,7 @@ knobs are combined so that six smoke runs (~25 s each) cover all 24 criteria:
     errors       5xx + contract violations + lost games, target 5 games    failed_requests_rate, true_error_rate,
                                                                            availability, contract_failures,
                                                                            id_lifecycle_mismatches, concurrent_*
-    auth_ai      3 s token TTL, strict user limits + bypass, slow AI       http_401_rate, failed_requests_rate,
+    auth_ai      3 s opaque tokens + lying TTL env, limits + bypass, slow AI      http_401_rate, failed_requests_rate,
                                                                            ai_move_latency_p95/p99, ai_fallback_rate
                                                                            (http_429_rate must PASS: bypass)
     limits       strict user limits, no bypass                             http_429_rate, ws_connection_success,
@@ -80,27 +80,16 @@ FAILS_IN: dict[str, str] = {
     "login_latency_p95": "api_slow",
 }
 
-# Sets faults through the admin API once, after the preflight and before k6 starts (the first
-# item's setup runs k6). Uses the session's admin token; the knobs are those of design.md §1.
+# Sets faults through the admin API after the preflight, right before k6 starts, with the
+# plugin's pytest_prodval_before_k6 hook; the knobs are those of design.md §1.
 RUNTIME_FAULTS_CONFTEST = '''
 import httpx
-import pytest
-from pytest_prodval.items import SESSION_KEY
 
 API_FAULTS = {api!r}
 AI_FAULTS = {ai!r}
-_applied = []
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item):
-    if _applied:
-        return
-    _applied.append(True)
-    session = item.config.stash[SESSION_KEY]
-    prepared = session.prepare()
-    if prepared.error:
-        return  # the items report the preflight error themselves
+def pytest_prodval_before_k6(config, scenario, prepared, session):
     headers = {{"X-Admin-Token": session.admin_token}}
     for url, faults in ((prepared.base_url + "/api/admin/faults", API_FAULTS),
                         (prepared.ai_service_url + "/admin/faults", AI_FAULTS)):
@@ -261,11 +250,12 @@ def test_short_token_ttl_and_slow_ai_fail_while_the_bypass_keeps_429_away(
         pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, smoke_scenarios: Path) -> None:
     run = _run(
         pytester, monkeypatch, "--prodval-bypass", "true",
-        # 3 s tokens without expiresIn, and a LOADTEST_AUTH_TOKEN_TTL_S that lies (900 s): a game
-        # outlives its player's token, so its game_state calls get 401. The same strict limits
-        # as the limits run, but the bypass (with its lease) covers the pool users. The AI takes
-        # 3.2 s and the API waits 3.1 s for it: every AI move is a fallback, after > 3000 ms.
-        faults={"token_ttl_s": 3, "omit_expires_in": True, "ai_timeout_ms": 3100, **STRICT_LIMITS},
+        # 3 s opaque tokens (no readable exp) without expiresIn, and a LOADTEST_AUTH_TOKEN_TTL_S
+        # that lies (900 s): only the lie tells the TTL (plan §3.5), so players keep expired
+        # tokens and get 401s. The same strict limits as the limits run, but the bypass (with
+        # its lease) covers the pool users. The AI takes 3.2 s and the API waits 3.1 s for it:
+        # every AI move is a fallback, after > 3000 ms.
+        faults={"token_ttl_s": 3, "omit_expires_in": True, "opaque_tokens": True, "ai_timeout_ms": 3100, **STRICT_LIMITS},
         ai_faults={"ai_latency_ms": 3200},
         env={"LOADTEST_AUTH_TOKEN_TTL_S": "900"},
     )
@@ -280,8 +270,8 @@ def test_short_token_ttl_and_slow_ai_fail_while_the_bypass_keeps_429_away(
     assert re.search(r"ai_move_latency_p99 p\(99\) 3,\d{3} ms >= 3,000 ms \(staging profile, [\d,]+ AI moves\)",
                      run.message("ai_move_latency_p99")), run.message("ai_move_latency_p99")
     assert run.criterion("ai_fallback_rate")["observed"] == 1.0
-    # The plugin measured the real TTL from the JWT, not the lie in the environment.
-    assert run.report["token_ttl_s"] == 3 and run.report["token_ttl_source"] == "jwt_exp"
+    # Nothing but the environment told the TTL: the report says where the (wrong) value came from.
+    assert run.report["token_ttl_s"] == 900 and run.report["token_ttl_source"] == "LOADTEST_AUTH_TOKEN_TTL_S"
     bypass = run.report["bypass"]
     assert bypass["enabled_at"] and bypass["disabled_at"] and bypass["enabled_at"] < bypass["disabled_at"]
     assert bypass["verified_on"] is True and bypass["verified_off"] is True

@@ -128,7 +128,8 @@ class Api:
     def _tokens(self, email: str) -> dict[str, Any]:
         user = self.users.get(email)
         assert user is not None
-        return issue_tokens(self.jwt, user, ttl_s=self.faults.token_ttl_s, with_expires_in=not self.faults.omit_expires_in)
+        return issue_tokens(self.jwt, user, ttl_s=self.faults.token_ttl_s, with_expires_in=not self.faults.omit_expires_in,
+                            opaque=self.faults.opaque_tokens)
 
     # -- games ------------------------------------------------------------------------------
 

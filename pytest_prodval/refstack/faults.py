@@ -80,6 +80,7 @@ class ApiFaults(_Knobs):
 
     token_ttl_s: int = 900
     omit_expires_in: bool = False
+    opaque_tokens: bool = False  # access tokens are not readable JWTs: no `exp` for clients
     # Per user: a human player sends ~1 move/s plus a few HTTP calls per game.
     user_rate_per_s: float = 20.0
     user_burst: int = 40

@@ -33,6 +33,11 @@ def _unb64(text: str) -> bytes:
 _HEADER = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
 
 
+# Opaque tokens (no readable `exp`): what an auth service that does not issue JWTs looks
+# like to a client, the case where only LOADTEST_AUTH_TOKEN_TTL_S tells the TTL (plan §3.5).
+_OPAQUE = "opq_"
+
+
 class Jwt:
     """HS256 signer/verifier with a per-process random secret (tokens die with the stack)."""
 
@@ -46,9 +51,16 @@ class Jwt:
         signature = hmac.new(self._secret, signing_input.encode("ascii"), hashlib.sha256).digest()
         return f"{signing_input}.{_b64(signature)}"
 
+    @staticmethod
+    def opaque(token: str) -> str:
+        """The token wrapped so that clients cannot read its claims (fault `opaque_tokens`)."""
+        return _OPAQUE + _b64(token.encode("ascii")[::-1])
+
     def verify(self, token: str, *, kind: str, now: float | None = None) -> dict[str, Any]:
         """The claims of a valid, unexpired token of `kind` ("access" or "refresh")."""
         try:
+            if token.startswith(_OPAQUE):
+                token = _unb64(token[len(_OPAQUE):]).decode("ascii")[::-1]
             header, payload, signature = token.split(".")
             expected = hmac.new(self._secret, f"{header}.{payload}".encode("ascii"), hashlib.sha256).digest()
             if not hmac.compare_digest(expected, _unb64(signature)):
@@ -121,11 +133,13 @@ class Users:
         return user
 
 
-def issue_tokens(jwt: Jwt, user: User, *, ttl_s: int, with_expires_in: bool) -> dict[str, Any]:
+def issue_tokens(jwt: Jwt, user: User, *, ttl_s: int, with_expires_in: bool, opaque: bool = False) -> dict[str, Any]:
     """The login/refresh body: access + refresh token, `expiresIn` unless a fault omits it."""
     now = int(time.time())
     access = jwt.issue({"sub": user.id, "email": user.email, "typ": "access", "iat": now, "exp": now + ttl_s,
                         "jti": secrets.token_hex(6)})
+    if opaque:
+        access = jwt.opaque(access)
     refresh = jwt.issue({"sub": user.id, "email": user.email, "typ": "refresh", "iat": now,
                          "exp": now + max(REFRESH_TTL_S, ttl_s), "jti": secrets.token_hex(6)})
     body: dict[str, Any] = {"accessToken": access, "refreshToken": refresh}

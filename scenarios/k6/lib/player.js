@@ -234,7 +234,8 @@ export class Player {
     s.aiChainAt = 0;
     const began = Date.now();
     // Look at the board (HTTP) while thinking; the fetch time comes out of the think time.
-    const game = this.api.gameState(s.id, !s.finishedSeen);
+    // Keep the token valid during the game too: a game can outlive the token (plan §8, 401s).
+    const game = this.api.ensureToken() ? this.api.gameState(s.id, !s.finishedSeen) : null;
     if (game !== null && game.status === 'finished') s.finishedSeen = true;
     const think = this.thinkMs * (0.75 + 0.5 * Math.random());
     const wait = Math.max(1, think - (Date.now() - began));
