@@ -45,3 +45,12 @@ def pytest_prodval_before_k6(config: pytest.Config, scenario: Any, prepared: Any
     embedded stack inject faults through its admin API (`session.admin_token`). An exception
     here makes every item of the scenario an ERROR; k6 does not start.
     """
+
+
+def pytest_prodval_preflight(config: pytest.Config, prepared: Any, session: Any) -> None:
+    """Add your own clean-signal checks after the built-in preflight (tools, health, passwords, login).
+
+    Raise `pytest_prodval.preflight.PreflightError(reason, check=..., hint=...)` to stop: every
+    item of the scenario then ERRORs with your reason and hint, and k6 never starts. Runs once
+    per session, on the xdist controller.
+    """

@@ -59,7 +59,7 @@ class SeriesPoint(BaseModel):
     p50_ms: float | None = None
     p95_ms: float | None = None
     p99_ms: float | None = None
-    errors: dict[str, int] = Field(default_factory=dict)  # 401, 429, 5xx, contract, lifecycle
+    errors: dict[str, int] = Field(default_factory=dict)  # 401, 429, capacity (429/5xx/no answer), contract, lifecycle
     games: int | None = None
     players: int | None = None
 

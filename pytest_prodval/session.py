@@ -229,6 +229,7 @@ class ProdvalSession:
                 target.base_url, self.pool.email(1), self.password, ttl_fallback_s=float(ttl_env) if ttl_env else None
             )
             prepared.token_ttl_s, prepared.token_ttl_source = token.ttl_s, token.source
+            self.config.hook.pytest_prodval_preflight(config=self.config, prepared=prepared, session=self)
         except preflight.PreflightError as exc:
             prepared.error = self.redactor.redact(f"preflight ({exc.check}) failed: {exc.reason}")
             prepared.error_check, prepared.hint = exc.check, exc.hint
