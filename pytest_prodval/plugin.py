@@ -229,6 +229,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     from .preflight import PoolTooSmall, check_pool_size
 
     selected = {item.scenario.id: item.scenario for item in items if isinstance(item, CriterionItem)}
+    if selected:
+        session.seed_count = min(session.pool.size, max(s.peak_vus for s in selected.values()))
     for scenario in selected.values():
         try:
             check_pool_size(session.pool.size, scenario.peak_vus, scenario.id)

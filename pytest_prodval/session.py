@@ -156,6 +156,9 @@ class ProdvalSession:
         self._stack: Any = None
         self._session_bypass: BypassLease | None = None
         self.interrupted: str | None = None
+        # Pool users 1..N are the only ones a run logs in (VU n → user n while the pool is at
+        # least the peak VUs): once the selected scenarios are known, only those are seeded.
+        self.seed_count = self.pool.size
         self.baseline: SloReport | None = None
         self.baseline_tolerance = 0.10
         if settings.baseline is not None:
@@ -221,7 +224,7 @@ class ProdvalSession:
             seed = self.settings.seed if self.settings.seed is not None else env.embedded
             if seed:
                 self.config.hook.pytest_prodval_seed_users(
-                    config=self.config, base_url=target.base_url, emails=[self.pool.email(n) for n in range(1, self.pool.size + 1)],
+                    config=self.config, base_url=target.base_url, emails=[self.pool.email(n) for n in range(1, self.seed_count + 1)],
                     password=self.password, admin_token=admin_token,
                 )
             ttl_env = os.environ.get("LOADTEST_AUTH_TOKEN_TTL_S")
