@@ -64,7 +64,6 @@ _GZ_READ_SIZE = 1 << 20  # compressed bytes read at a time
 _TIME_CACHE_MAX = 1 << 17
 
 _POINT_HEAD = b'","type":"Point","data":{"time":"'
-_P_REQS = b'\n{"metric":"http_reqs' + _POINT_HEAD
 _P_DUR = b'\n{"metric":"http_req_duration' + _POINT_HEAD
 _P_TOTAL = b"_total" + _POINT_HEAD  # all error counters end in _total
 _P_DELTA = b"_active_delta" + _POINT_HEAD  # both lifecycle counters end in _active_delta
@@ -351,7 +350,6 @@ class _Pass:
         if points:
             self.note_times(data, start, end)
         self.durations(data, start, end)
-        self.requests(data, start, end)
         self.counters(data, start, end)
         if self.split_out is not None:
             self.split(data, start, end, metrics)
@@ -385,7 +383,11 @@ class _Pass:
             return None
 
     def durations(self, data: bytes, start: int, end: int) -> None:
-        """`http_req_duration` values into their buckets (the hot loop)."""
+        """`http_req_duration` values into their buckets, and the request count (the hot loop).
+
+        k6 writes one `http_reqs` point (value 1) and one `http_req_duration` point per HTTP
+        request, at the same time, so counting durations counts requests: one scan, not two.
+        """
         find = data.find
         times = self.times
         t0, size = self.t0_ms, self.bucket_ms
@@ -393,6 +395,7 @@ class _Pass:
         width = len(_P_DUR)
         lo = hi = 0.0
         append = None
+        bucket = None
         i = find(_P_DUR, start, end)
         while i >= 0:
             s = i + width
@@ -422,37 +425,12 @@ class _Pass:
                 lo = t0 + idx * size
                 hi = lo + size
                 append = None if bucket.durations is None else bucket.durations.append  # closed: too late
+            bucket.requests += 1  # type: ignore[union-attr]  # set above on the first point
             if append is None:
                 self.digest.late_values += 1
             else:
                 append(value)
             i = find(_P_DUR, s, end)
-
-    def requests(self, data: bytes, start: int, end: int) -> None:
-        """Count `http_reqs` points per bucket."""
-        find = data.find
-        times = self.times
-        width = len(_P_REQS)
-        lo = hi = 0.0
-        bucket = None
-        i = find(_P_REQS, start, end)
-        while i >= 0:
-            s = i + width
-            q = find(b'"', s)
-            try:
-                if data[q - 1] != 90:
-                    raise KeyError
-                ms = times[data[s:s + 19]] + float(data[s + 19:q - 1]) * 1000.0
-            except (KeyError, ValueError):
-                ms = self.slow_time(data, s, q)  # type: ignore[assignment]
-                if ms is None:
-                    self.bad_point(data, i, end)
-                    i = find(_P_REQS, s, end)
-                    continue
-            if not lo <= ms < hi or bucket is None:
-                bucket, lo, hi = self.bucket(ms)
-            bucket.requests += 1
-            i = find(_P_REQS, s, end)
 
     def counters(self, data: bytes, start: int, end: int) -> None:
         """The rare counters: error classes and lifecycle deltas (found by name suffix)."""

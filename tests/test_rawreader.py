@@ -196,15 +196,16 @@ def test_bad_middle_line_is_skipped_and_counted(tmp_path: Path) -> None:
              point("http_req_duration", T0 + 100, 10.0)[:50],  # cut, then k6 went on
              "garbage \x00\x00",
              point("http_req_duration", T0 + 200, 20.0),
-             json.dumps({"type": "Point", "metric": "http_reqs",  # another key order, spaces: still read
-                         "data": {"time": stamp(T0 + 300), "value": 1, "tags": {}}}),
+             json.dumps({"type": "Point", "metric": "http_req_duration",  # another key order, spaces: still read
+                         "data": {"time": stamp(T0 + 300), "value": 20.0, "tags": {}}}),
              point("http_reqs", T0 + 400, 1)]
     digest = read_raw(write(tmp_path / "raw.json", lines), t0_ms=T0, steady=None, targets={})
     assert (digest.bad_lines, digest.truncated, digest.lines) == (2, False, 7)
-    assert digest.series[0].requests == 3 and digest.series[0].p50_ms == 20.0
-    # the same bad line last: reported as truncated
+    # requests are counted from http_req_duration points (one per request): the two whole ones
+    assert digest.series[0].requests == 2 and digest.series[0].p50_ms == 20.0
+    # the same bad line last: reported as truncated, and the cut point is not counted
     digest = read_raw(write(tmp_path / "last.json", lines[:3]), t0_ms=T0, steady=None, targets={})
-    assert digest.truncated and digest.bad_lines == 1 and digest.series[0].requests == 1
+    assert digest.truncated and digest.bad_lines == 1 and sum(p.requests for p in digest.series) == 0
 
 
 def test_bad_time_or_value_in_a_needed_point_is_counted(tmp_path: Path) -> None:
@@ -255,7 +256,7 @@ def test_late_points_after_their_bucket_closed(tmp_path: Path, monkeypatch: pyte
     lines.append(point("http_reqs", T0 + 500, 1))
     digest = read_raw(write(tmp_path / "raw.json", lines), t0_ms=T0, steady=None, targets={}, lag_s=2.0)
     assert digest.late_values == 1
-    assert digest.series[0].p99_ms == 0.0 and digest.series[0].requests == 1  # counts still land
+    assert digest.series[0].p99_ms == 0.0 and digest.series[0].requests == 2  # the late request still counts
 
 
 def test_empty_file(tmp_path: Path) -> None:
