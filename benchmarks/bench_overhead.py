@@ -268,7 +268,9 @@ def machine_note() -> str:
 
 
 def plugin_command(marker: str, time_scale: float, results: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--env", "local", "-m", marker,
+    # Only pytest-prodval is loaded (PYTEST_DISABLE_PLUGIN_AUTOLOAD in run_plugin): plugins that
+    # happen to be installed here (hypothesis's terminal summary alone took ~1 s) are not ours.
+    return [sys.executable, "-m", "pytest", "-p", "pytest_prodval.plugin", "-p", "no:cacheprovider", "--env", "local", "-m", marker,
             "--prodval-time-scale", f"{time_scale:g}", "--prodval-results-dir", str(results), "-q", *extra]
 
 
@@ -278,7 +280,7 @@ def run_plugin(workdir: Path, argv: list[str], *, log: Path, timeout_s: float, e
     with log.open("wb") as out:
         start = time.monotonic()
         proc = subprocess.Popen(argv, cwd=workdir, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env={**os.environ, **(env or {})})
+                                env={**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", **(env or {})})
         watch = ProcWatch(proc.pid, interval_s=interval_s, cpu=cpu)
         watch.start()
         try:
