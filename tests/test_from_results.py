@@ -10,7 +10,9 @@ import pytest
 from conftest import passing_metrics, write_run
 
 BASELINE = "BCAP_STAGING_BASELINE_20G_60P"
-XSD = Path(__file__).resolve().parents[2] / "shared" / "data" / "junit-10.xsd"
+# The schema Jenkins' xUnit plugin enforces (a copy of shared/data/junit-10.xsd, kept in the
+# repository so the test runs on any clone).
+XSD = Path(__file__).resolve().parent / "data" / "junit-10.xsd"
 
 pytestmark = pytest.mark.usefixtures("scenarios_dir")
 
