@@ -20,8 +20,11 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     # Own process group, so a Ctrl-C in the terminal reaches pytest only and pytest decides
-    # how children stop (orderly: SIGTERM, then SIGKILL).
+    # how children stop (orderly: SIGINT/SIGTERM, then SIGKILL). A signal ignored by pytest
+    # (a background job of a non-interactive shell ignores SIGINT) must not stay ignored here.
     os.setpgrp()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def spawn(

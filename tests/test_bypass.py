@@ -82,10 +82,16 @@ def test_lease_disables_when_the_block_raises() -> None:
 
 def test_lease_disables_on_ctrl_c_inside_the_block() -> None:
     controller = RecordingController()
-    with pytest.raises(KeyboardInterrupt):
-        with BypassLease(controller, pattern=PATTERN, lease_s=60) as lease:
-            os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, delivered to the main thread
-            time.sleep(5)
+    # A shell that starts a job in the background (as CI may) leaves SIGINT ignored: use
+    # Python's own handler so the signal below is a real Ctrl-C.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with BypassLease(controller, pattern=PATTERN, lease_s=60) as lease:
+                os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, delivered to the main thread
+                time.sleep(5)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert controller.calls[-1] == "disable"
     assert lease.disabled_at is not None
     assert not any(t.name == "prodval-bypass-renew" and t.is_alive() for t in threading.enumerate())

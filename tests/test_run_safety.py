@@ -258,7 +258,13 @@ class Project:
                 "--prodval-results-dir", "res", "-m", "smoke", *args]
         with (self.obs / "stdout.txt").open("wb") as out, (self.obs / "stderr.txt").open("wb") as err:
             # processes.spawn: own process group (a signal reaches pytest only) and PDEATHSIG.
-            proc = processes.spawn(argv, env=clean, cwd=self.folder, stdout=out, stderr=err)
+            # A SIGINT ignored here (a background job of a non-interactive shell, as in some CI)
+            # would stay ignored in the child: spawn it with Python's own handler in place.
+            previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+            try:
+                proc = processes.spawn(argv, env=clean, cwd=self.folder, stdout=out, stderr=err)
+            finally:
+                signal.signal(signal.SIGINT, previous)
         self.runs.append(Run(self.folder, self.obs, proc, ProcWatch(proc.pid), time.monotonic()))
         return self.runs[-1]
 
