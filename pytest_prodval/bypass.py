@@ -14,7 +14,7 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
@@ -277,3 +277,40 @@ def verify_limited(
 
 def _utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def lease_seconds(env: Mapping[str, str]) -> float:
+    """The lease from PRODVAL_BYPASS_LEASE_S (default DEFAULT_LEASE_S); ValueError if not a positive number.
+
+    It bounds how long the bypass can stay on after pytest is killed (-9) mid-run; a short
+    lease costs more renewals (one every third of it).
+    """
+    text = env.get("PRODVAL_BYPASS_LEASE_S")
+    if not text:
+        return DEFAULT_LEASE_S
+    try:
+        lease = float(text)
+    except ValueError:
+        lease = float("nan")
+    if not 0 < lease < float("inf"):
+        raise ValueError(f"PRODVAL_BYPASS_LEASE_S={text!r} must be a positive number of seconds")
+    return lease
+
+
+def probe_embedded_limits(base_url: str, admin_token: str, email: str, password: str) -> bool | None:
+    """Whether `email` is rate limited now, on a stack whose limits its admin API tells (the embedded one).
+
+    On staging the limits are unknown and a burst proves nothing while adding load, so the
+    plugin calls this only for the embedded stack. Any failure answers None ("not verified").
+    """
+    from .preflight import login
+
+    try:
+        with httpx.Client(timeout=10) as client:
+            faults = client.get(f"{base_url}/api/admin/faults", headers={"X-Admin-Token": admin_token}).json()
+            knobs = faults.get("data", {}).get("faults", {})
+            token = login(client, base_url, email, password)["accessToken"]
+        burst, rate = int(knobs.get("user_burst", 40)), float(knobs.get("user_rate_per_s", 20.0))
+        return verify_limited(base_url, token, requests=burst + 20, burst=burst, rate_per_s=rate)
+    except Exception:  # a failed check is "not verified", never a broken run
+        return None

@@ -84,26 +84,6 @@ def _faults_from_env(name: str) -> dict[str, Any] | None:
     return faults
 
 
-def _bypass_lease_s() -> float:
-    """The bypass lease: PRODVAL_BYPASS_LEASE_S seconds (default bypass.DEFAULT_LEASE_S, renewed every third of it).
-
-    How long the bypass can stay on after pytest is killed (-9) mid-run; a short lease
-    costs more renewals.
-    """
-    from .bypass import DEFAULT_LEASE_S
-
-    text = os.environ.get("PRODVAL_BYPASS_LEASE_S")
-    if not text:
-        return DEFAULT_LEASE_S
-    try:
-        lease = float(text)
-    except ValueError:
-        lease = float("nan")
-    if not lease > 0 or lease == float("inf"):
-        raise pytest.UsageError(f"PRODVAL_BYPASS_LEASE_S={text!r} must be a positive number of seconds")
-    return lease
-
-
 def preflight_error(reason: str) -> Exception:
     """A PreflightError of the configuration check."""
     from .preflight import PreflightError
@@ -159,6 +139,14 @@ class ProdvalSession:
         # Pool users 1..N are the only ones a run logs in (VU n → user n while the pool is at
         # least the peak VUs): once the selected scenarios are known, only those are seeded.
         self.seed_count = self.pool.size
+        self.bypass_lease_s = 0.0
+        if settings.bypass:
+            from .bypass import lease_seconds
+
+            try:  # a bad value is a usage error now, not a broken run later
+                self.bypass_lease_s = lease_seconds(os.environ)
+            except ValueError as exc:
+                raise pytest.UsageError(str(exc)) from None
         self.baseline: SloReport | None = None
         self.baseline_tolerance = 0.10
         if settings.baseline is not None:
@@ -257,31 +245,15 @@ class ProdvalSession:
         if controller is None:
             return None
         pattern = os.environ.get("RATE_LIMIT_BYPASS_USER_PATTERN", r"loadtest.*@loadtest\.local")
-        return BypassLease(controller, pattern=pattern, lease_s=_bypass_lease_s())
+        return BypassLease(controller, pattern=pattern, lease_s=self.bypass_lease_s)
 
     def _limit_probe(self) -> bool | None:
-        """Is pool user 1 rate limited right now? Only where the limits are known (the embedded stack).
-
-        On staging the limits are unknown, and a burst there proves nothing while adding load:
-        the answer is None ("not checkable") and nothing is sent.
-        """
+        """Is pool user 1 rate limited right now? Checked on the embedded stack only (known limits)."""
         if self._stack is None or self.prepared is None or not self.prepared.base_url or not self.password:
             return None
-        import httpx
+        from .bypass import probe_embedded_limits
 
-        from .bypass import verify_limited
-        from .preflight import login
-
-        base = self.prepared.base_url
-        try:
-            with httpx.Client(timeout=10) as client:
-                faults = client.get(f"{base}/api/admin/faults", headers={"X-Admin-Token": self._stack.admin_token}).json()
-                knobs = faults.get("data", {}).get("faults", {})
-                token = login(client, base, self.pool.email(1), self.password)["accessToken"]
-            burst, rate = int(knobs.get("user_burst", 40)), float(knobs.get("user_rate_per_s", 20.0))
-            return verify_limited(base, token, requests=burst + 20, burst=burst, rate_per_s=rate)
-        except Exception:  # a failed check is "not verified", never a broken run
-            return None
+        return probe_embedded_limits(self.prepared.base_url, self._stack.admin_token, self.pool.email(1), self.password)
 
     def start_session_bypass(self) -> None:
         """Under xdist the controller holds the bypass for the whole session."""

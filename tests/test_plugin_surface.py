@@ -137,3 +137,10 @@ def test_bad_scenario_file_names_file_field_and_expectation(
     result.stderr.fnmatch_lines([message])
     if "invalid:" in message:
         result.stderr.fnmatch_lines(["  targets: Field required"])
+
+
+def test_bad_bypass_lease_is_a_usage_error_at_start(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRODVAL_BYPASS_LEASE_S", "soon")
+    result = pytester.runpytest("--collect-only", "--env", "local", "--prodval-bypass", "true")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*PRODVAL_BYPASS_LEASE_S='soon' must be a positive number of seconds*"])
