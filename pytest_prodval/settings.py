@@ -148,6 +148,12 @@ def _pick(config: pytest.Config, option: Any, env_var: str | None, ini: str | No
     return None, None
 
 
+def _folder(config: pytest.Config, value: str, source: str | None) -> Path:
+    """A path setting: relative to rootdir when it comes from the ini file, else to where pytest was started."""
+    base = Path(config.rootpath) if source and source.startswith("ini") else Path(config.invocation_params.dir)
+    return (base / value).resolve()
+
+
 def load_settings(config: pytest.Config) -> Settings:
     """Build Settings from the config; bad values raise pytest.UsageError."""
     opt = config.option
@@ -157,8 +163,8 @@ def load_settings(config: pytest.Config) -> Settings:
         env_source = "option --env" if short_env and not getattr(opt, ENV_DEST, None) else "option --prodval-env"
     rootdir = Path(config.rootpath)
     scen, scen_source = _pick(config, opt.prodval_scenarios, "PRODVAL_SCENARIOS", "prodval_scenarios")
-    scenarios_dir = (rootdir / scen) if scen else rootdir / "scenarios"
-    results, _ = _pick(config, opt.prodval_results_dir, "PRODVAL_RESULTS_DIR", "prodval_results_dir")
+    scenarios_dir = _folder(config, scen, scen_source) if scen else rootdir / "scenarios"
+    results, results_source = _pick(config, opt.prodval_results_dir, "PRODVAL_RESULTS_DIR", "prodval_results_dir")
     profile, _ = _pick(config, opt.prodval_profile, "PRODVAL_PROFILE", "prodval_profile")
     scale, _ = _pick(config, opt.prodval_time_scale, "PRODVAL_TIME_SCALE", "prodval_time_scale")
     from_results = Path(opt.prodval_from_results) if opt.prodval_from_results else None
@@ -180,7 +186,7 @@ def load_settings(config: pytest.Config) -> Settings:
         env_source=env_source,
         scenarios_dir=scenarios_dir,
         scenarios_source=scen_source or "default",
-        results_dir=(rootdir / results) if results else rootdir / "tests" / "load" / "results",
+        results_dir=_folder(config, results, results_source) if results else rootdir / "tests" / "load" / "results",
         profile=profile,
         time_scale=_time_scale(scale) if scale else 1.0,
         from_results=from_results,
