@@ -7,6 +7,7 @@ the network or k6.
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Generator
 from pathlib import Path
@@ -105,6 +106,8 @@ def pytest_configure(config: pytest.Config) -> None:
                 raise pytest.UsageError(str(exc)) from None
             refuse_production(environment.name, environment.production,
                               [environment.base_url, environment.ws_url, environment.ai_service_url], settings.production_hosts)
+    if settings.bypass and environment is not None and not environment.embedded and not settings.from_results:
+        _require_bypass_switch(config)
     session = ProdvalSession(config, settings, catalogue, environment)
     config.stash[SESSION_KEY] = session
     config.add_cleanup(session.cleanup)
@@ -113,6 +116,19 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(JunitSystemOut(config), "prodval-junit")
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(), "prodval-xdist")
+
+
+def _require_bypass_switch(config: pytest.Config) -> None:
+    """The bypass needs PRODVAL_ADMIN_TOKEN for the default switch, or a switch of the user's own."""
+    import sys
+
+    ours = sys.modules[__name__]
+    impls = config.pluginmanager.hook.pytest_prodval_bypass_controller.get_hookimpls()
+    if not os.environ.get("PRODVAL_ADMIN_TOKEN") and all(impl.plugin is ours for impl in impls):
+        raise pytest.UsageError(
+            "the rate-limit bypass was requested (--prodval-bypass / RATE_LIMIT_BYPASS_ENABLED) but PRODVAL_ADMIN_TOKEN "
+            "is not set: set it, or implement pytest_prodval_bypass_controller to switch the bypass your way"
+        )
 
 
 def _register_markers_quietly(config: pytest.Config, folder: Path) -> None:

@@ -144,3 +144,16 @@ def test_bad_bypass_lease_is_a_usage_error_at_start(pytester: pytest.Pytester, m
     result = pytester.runpytest("--collect-only", "--env", "local", "--prodval-bypass", "true")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*PRODVAL_BYPASS_LEASE_S='soon' must be a positive number of seconds*"])
+
+
+def test_bypass_without_a_switch_is_a_usage_error_at_start(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in (("STAGING_URL", "http://127.0.0.1:9"), ("WS_URL", "ws://127.0.0.1:9/ws"),
+                        ("AI_SERVICE_URL", "http://127.0.0.1:9")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("PRODVAL_ADMIN_TOKEN", raising=False)
+    result = pytester.runpytest("--collect-only", "--env", "staging", "--prodval-bypass", "true")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*the rate-limit bypass was requested*PRODVAL_ADMIN_TOKEN is not set*"])
+    # a switch of the user's own is enough
+    pytester.makeconftest("def pytest_prodval_bypass_controller(config, prepared, session):\n    return None\n")
+    assert pytester.runpytest("--collect-only", "--env", "staging", "--prodval-bypass", "true").ret == pytest.ExitCode.OK
