@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from .criteria import format_value
-from .models import RunVerdict, SloReport
+from .models import RunVerdict, SloReport, overall_verdict
 from .report import load_report, write_atomic
 
 EXIT_CODES: dict[str, int] = {"GO": 0, "NO-GO": 1, "ERROR": 2}
@@ -95,10 +95,7 @@ def _scenario(report: SloReport, file: Path) -> ScenarioVerdict:
 
 
 def _overall(scenarios: list[ScenarioVerdict], problems: list[str]) -> RunVerdict:
-    verdicts = {s.verdict for s in scenarios}
-    if problems or not scenarios or "ERROR" in verdicts:
-        return "ERROR"
-    return "NO-GO" if "NO-GO" in verdicts else "GO"
+    return "ERROR" if problems else overall_verdict([s.verdict for s in scenarios])
 
 
 def format_table(result: GoNoGo) -> list[str]:

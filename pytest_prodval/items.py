@@ -128,7 +128,7 @@ class CriterionItem(pytest.Item):
             "level": self.criterion.level,
         }
         if result is not None:
-            data.update(threshold=result.expression)
+            data["threshold"] = result.expression  # a _vs_baseline item's own rule
             if result.baseline_observed is not None:
                 data["baseline_observed"] = f"{result.baseline_observed:g}"
             data.update(

@@ -10,6 +10,13 @@ Verdict = Literal["pass", "fail", "error", "warn"]
 RunVerdict = Literal["GO", "NO-GO", "ERROR"]
 
 
+def overall_verdict(verdicts: list[RunVerdict]) -> RunVerdict:
+    """GO only when every run is GO; ERROR if any run could not be judged or there is none."""
+    if not verdicts or "ERROR" in verdicts:
+        return "ERROR"
+    return "NO-GO" if "NO-GO" in verdicts else "GO"
+
+
 class CriterionResult(BaseModel):
     """One acceptance criterion judged on one scenario run."""
 

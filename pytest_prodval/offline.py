@@ -6,7 +6,7 @@ from pathlib import Path
 
 from . import criteria as criteria_mod
 from .models import SloReport
-from .report import find_runs, load_report, load_summary, parse_stem
+from .report import find_runs, load_report, load_summary, parse_stem, run_stem
 from .scenarios import Criterion, Scenario
 
 
@@ -19,7 +19,7 @@ def reevaluate(scenario: Scenario, path: Path, criteria: list[Criterion], profil
     found = find_runs(path).get(scenario.id)
     if found is None:
         raise ValueError(f"no results for {scenario.id} in {path}")
-    stem = found.name.split("_summary.json")[0].split("_slo_report.json")[0].removesuffix(".json.gz").removesuffix(".json")
+    stem = run_stem(found.name)
     folder = found.parent
     report_path = folder / f"{stem}_slo_report.json"
     stored = load_report(report_path) if report_path.exists() else None

@@ -97,15 +97,15 @@ def pytest_configure(config: pytest.Config) -> None:
                 f"environment {settings.env!r} ({settings.env_source}) is not defined in "
                 f"{settings.scenarios_dir / '_environments.toml'}; known: {known}"
             )
-        refuse_production(environment.name, environment.production,
-                          [environment.base_url, environment.ws_url, environment.ai_service_url], settings.production_hosts)
+        # Before the variables are expanded (an environment marked production needs none of
+        # them to be refused), and after (a variable may point at a production host).
+        refuse_production(environment, settings.production_hosts)
         if not settings.from_results:
             try:
                 environment = resolve_environment(environment)
             except ScenarioFileError as exc:
                 raise pytest.UsageError(str(exc)) from None
-            refuse_production(environment.name, environment.production,
-                              [environment.base_url, environment.ws_url, environment.ai_service_url], settings.production_hosts)
+            refuse_production(environment, settings.production_hosts)
     if settings.bypass and environment is not None and not environment.embedded and not settings.from_results:
         _require_bypass_switch(config)
     session = ProdvalSession(config, settings, catalogue, environment)

@@ -27,6 +27,15 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+def free_loopback_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (another process may still take it: callers retry)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def spawn(
     argv: Sequence[str],
     *,

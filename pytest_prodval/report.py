@@ -136,6 +136,14 @@ def parse_stem(name: str) -> tuple[str, str, str] | None:
     return (match["id"], match["env"], match["ts"]) if match else None
 
 
+def run_stem(name: str) -> str:
+    """`<ID>_<env>_<ts>` from any artifact name of that run (report, summary, raw file)."""
+    for suffix in ("_slo_report.json", "_summary.json", ".json.gz", ".json"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 def find_runs(path: Path) -> dict[str, Path]:
     """The latest SLO report or summary per scenario id under `path` (file or folder).
 

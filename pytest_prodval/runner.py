@@ -185,15 +185,6 @@ def k6_command(k6: str, script: Path, raw_path: Path, *, api_address: str = "") 
             "--log-format", "json", "--out", f"json={raw_path}", str(script)]
 
 
-def free_loopback_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _log_tail(log_path: Path, lines: int = 20) -> list[str]:
     """The last error-ish messages of k6's JSON log, as plain text."""
     try:

@@ -24,7 +24,8 @@ from . import criteria as criteria_mod
 from .models import BypassRecord, SloReport
 from .report import RunPaths, load_report, load_summary, timestamp, utc_now_iso, websocket_subset, write_atomic, write_report
 from .progress import Progress
-from .runner import K6Result, PoolSettings, Target, find_k6, free_loopback_port, k6_command, k6_config, run_k6
+from .processes import free_loopback_port
+from .runner import K6Result, PoolSettings, Target, find_k6, k6_command, k6_config, run_k6
 from .scenarios import Catalogue, Criterion, Environment, Scenario
 from .settings import Settings
 
@@ -72,23 +73,18 @@ def _faults_from_env(name: str) -> dict[str, Any] | None:
     """Fault knobs for the embedded stack (`--env local`), e.g. PRODVAL_LOCAL_FAULTS='{"error_5xx_rate": 0.05}'."""
     import json
 
+    from .preflight import PreflightError
+
     text = os.environ.get(name)
     if not text:
         return None
     try:
         faults = json.loads(text)
     except ValueError as exc:
-        raise preflight_error(f"{name} is not JSON: {exc}") from None
+        raise PreflightError(f"{name} is not JSON: {exc}", check="config") from None
     if not isinstance(faults, dict):
-        raise preflight_error(f"{name} must be a JSON object of fault knobs")
+        raise PreflightError(f"{name} must be a JSON object of fault knobs", check="config")
     return faults
-
-
-def preflight_error(reason: str) -> Exception:
-    """A PreflightError of the configuration check."""
-    from .preflight import PreflightError
-
-    return PreflightError(reason, check="config")
 
 
 def _redactor(secrets: set[str]) -> Any:

@@ -9,10 +9,13 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from .scenarios import Environment
 
 ENV_DEST = "prodval_env"
 SHORT_ENV_DEST = "prodval_env_short"
@@ -201,10 +204,12 @@ def load_settings(config: pytest.Config) -> Settings:
     )
 
 
-def refuse_production(name: str, production: bool, urls: list[str | None], pattern: re.Pattern[str]) -> None:
+def refuse_production(environment: Environment, pattern: re.Pattern[str]) -> None:
     """UsageError before anything is sent if the environment is, or looks like, production."""
     from urllib.parse import urlsplit
 
+    name, production = environment.name, environment.production
+    urls = [environment.base_url, environment.ws_url, environment.ai_service_url]
     if production:
         raise pytest.UsageError(
             f"environment {name!r} is marked production: pytest-prodval only targets staging or perf stacks (plan scope)"

@@ -6,19 +6,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .criteria import format_value
+from .models import overall_verdict
 
 if TYPE_CHECKING:
     from .session import RunOutcome
 
 _MARK = {"pass": "PASS", "fail": "FAIL", "error": "ERROR", "warn": "WARN"}
-
-
-def overall(outcomes: list[RunOutcome]) -> str:
-    """GO only when every scenario run is GO."""
-    verdicts = [o.report.verdict if o.report else "ERROR" for o in outcomes]
-    if not verdicts or "ERROR" in verdicts:
-        return "ERROR" if verdicts else "NO RUN"
-    return "NO-GO" if "NO-GO" in verdicts else "GO"
 
 
 def write_summary(reporter: Any, outcomes: list[RunOutcome]) -> None:
@@ -45,7 +38,7 @@ def write_summary(reporter: Any, outcomes: list[RunOutcome]) -> None:
         if report.artifacts.get("slo_report"):
             reporter.write_line(f"    report: {report.artifacts['slo_report']}" + (
                 f", html: {report.artifacts['html']}" if report.artifacts.get("html") else ""))
-    decision = overall(outcomes)
+    decision = overall_verdict([o.report.verdict if o.report else "ERROR" for o in outcomes])
     reporter.write_line(f"prodval overall: {decision}", bold=True, red=decision != "GO", green=decision == "GO")
 
 

@@ -410,13 +410,13 @@ def test_launcher_reports_a_child_that_fails_to_start() -> None:
 
 
 def test_launcher_retries_when_another_process_takes_the_port_first(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pytest_prodval.refstack import launcher
+    from pytest_prodval import processes
 
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         ports = iter([squatter.getsockname()[1]])
-        real = launcher.free_port
-        monkeypatch.setattr(launcher, "free_port", lambda: next(ports, None) or real())
+        real = processes.free_loopback_port
+        monkeypatch.setattr(processes, "free_loopback_port", lambda: next(ports, None) or real())
         with LocalStack(startup_timeout_s=10) as local:
             assert httpx.get(local.ai_url + "/health").json()["service"] == "ai"

@@ -36,7 +36,8 @@ import httpx
 import pytest
 
 from pytest_prodval import processes
-from pytest_prodval.refstack.launcher import LocalStack, free_port
+from pytest_prodval.processes import free_loopback_port
+from pytest_prodval.refstack.launcher import LocalStack
 from pytest_prodval.runner import PoolSettings
 from pytest_prodval.seeding import seed_users
 
@@ -516,7 +517,7 @@ def test_preflight_errors_every_item_before_any_load(project: Project, teststack
         teststack.set_faults(health_status=503)
         message = f"preflight (health) failed: API health check GET {teststack.base_url}/health failed after 3 attempt(s): HTTP 503"
     elif case == "ai_service_unreachable":
-        env["TESTSTACK_AI_URL"] = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+        env["TESTSTACK_AI_URL"] = f"http://127.0.0.1:{free_loopback_port()}"  # nothing listens there
         message = f"preflight (health) failed: AI service health check GET {env['TESTSTACK_AI_URL']}/health failed"
     else:
         env["LOADTEST_USER_POOL_PASSWORD"] = WRONG_PASSWORD

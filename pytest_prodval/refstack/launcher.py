@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,19 +26,12 @@ class StackError(RuntimeError):
     """The stack did not come up (the message carries the child's stderr tail)."""
 
 
-def free_port() -> int:
-    """A port the OS considers free right now (another process may still take it: callers retry)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
 class _Child:
     """One service process; stderr always goes to a file so a failed start can be explained."""
 
     def __init__(self, name: str, module: str, args: list[str], env: dict[str, str], log_dir: Path | None) -> None:
         self.name = name
-        self.port = free_port()
+        self.port = processes.free_loopback_port()
         self.url = f"http://{HOST}:{self.port}"
         stdout: int | IO[bytes] = subprocess.DEVNULL
         if log_dir is not None:
