@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from .criteria import format_value
 from .models import RunVerdict, SloReport, overall_verdict
-from .report import load_report, write_atomic
+from .artifacts import load_report, write_atomic
 
 EXIT_CODES: dict[str, int] = {"GO": 0, "NO-GO": 1, "ERROR": 2}
 

@@ -128,6 +128,28 @@ class CommandBypass:
             raise BypassError(f"bypass command {argv[0]!r} exited {proc.returncode}: {tail!r}")
 
 
+class HeaderBypass:
+    """A target whose bypass is always configured (RingRift's environment) and reached by a header.
+
+    The k6 script and the preflight send `X-RateLimit-Bypass-Token` (RATE_LIMIT_BYPASS_TOKEN);
+    nothing is switched, so nothing needs turning off. The lease's verification still
+    checks that pool traffic is not limited.
+    """
+
+    def enable(self, pattern: str, lease_s: float) -> None:
+        """Nothing to switch."""
+
+    def renew(self, lease_s: float) -> None:
+        """Nothing to renew."""
+
+    def disable(self) -> None:
+        """Nothing to switch."""
+
+    def status(self) -> bool | None:
+        """Unknown: only the verification tells."""
+        return None
+
+
 class BypassLease:
     """Context manager: bypass on (with a lease renewed every lease/3) inside, off after — always."""
 

@@ -17,7 +17,7 @@ import jinja2
 
 from .criteria import format_value
 from .models import SloReport
-from .report import write_atomic
+from .artifacts import write_atomic
 
 CAPACITY_DOC = Path("testing/BASELINE_CAPACITY.md")
 CHECKLIST_DOC = Path("production/PRODUCTION_READINESS_CHECKLIST.md")

@@ -109,6 +109,7 @@ def evaluate(
     scenario_id: str,
     metrics: Mapping[str, Any] | None,
     concurrency: Mapping[str, ConcurrencyMeasurement] | None,
+    server: Any = None,
     incomplete_reason: str | None = None,
 ) -> CriterionResult:
     """Judge one criterion; missing data and incomplete runs give verdict "error"."""
@@ -117,10 +118,15 @@ def evaluate(
         name=criterion.name, scenario_id=scenario_id, metric=criterion.metric.k6_name,
         expression=criterion.expression_text, aggregation=expression.aggregation, operator=expression.operator,
         threshold=expression.threshold, unit=criterion.unit, profile=criterion.profile, level=criterion.level,
-        hint=criterion.hint, verdict="error",
+        hint=criterion.hint, verdict="error", source=criterion.source,
     )
+    if criterion.not_applicable:
+        return base.model_copy(update={"verdict": "n/a", "message": f"{criterion.name}: not applicable here: {criterion.not_applicable}"})
+    detail = None
     try:
-        if criterion.metric.name in CONCURRENCY_METRICS:
+        if criterion.source == "server":
+            observed, samples, noun, detail = _observe_server(criterion, server)
+        elif criterion.metric.name in CONCURRENCY_METRICS:
             observed, samples, noun = _observe_concurrency(criterion, concurrency)
         else:
             if metrics is None:
@@ -147,7 +153,20 @@ def evaluate(
     if incomplete_reason:
         verdict = "error"
         message = f"{message}; run incomplete: {incomplete_reason}, so the value cannot be trusted"
-    return base.model_copy(update={"observed": observed, "samples": samples, "verdict": verdict, "message": message})
+    if detail:
+        message = f"{message} [{detail}]"
+    return base.model_copy(update={"observed": observed, "samples": samples, "verdict": verdict, "message": message,
+                                   "detail": detail})
+
+
+def _observe_server(criterion: Criterion, server: Any) -> tuple[float, int, str, str | None]:
+    """A value from the target's own metrics (servermetrics), scaled to the criterion's unit."""
+    if server is None:
+        raise NoData("the target's metrics were not scraped (no metrics_url or prometheus_url for this environment)")
+    from .servermetrics import observe
+
+    value, samples, noun, detail = observe(server, criterion)
+    return value * criterion.scale, samples, noun, detail
 
 
 BASELINE_SUFFIX = "_vs_baseline"

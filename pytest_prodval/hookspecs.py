@@ -9,7 +9,7 @@ import pytest
 if TYPE_CHECKING:
     from .bypass import BypassController
     from .models import SloReport
-    from .report import RunPaths
+    from .artifacts import RunPaths
     from .seeding import SeedResult
 
 

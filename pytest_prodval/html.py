@@ -14,7 +14,7 @@ import jinja2
 
 from .criteria import format_value
 from .models import CriterionResult, SeriesPoint, SloReport
-from .report import write_atomic
+from .artifacts import write_atomic
 
 # Error classes in stacking order (bottom first) and their colours; unknown classes follow in grey shades.
 ERROR_CLASSES: dict[str, str] = {

@@ -1,4 +1,11 @@
-"""Collection: a scenario file becomes one test item per acceptance criterion."""
+"""Collection: a scenario file becomes one test item per acceptance criterion.
+
+Items are `pytest.Function`s (built from a scenario file, not from Python code) so that
+they request fixtures like any test: `prodval_run`, and through it the session's target,
+preflight, seeded pool and bypass (`pytest --setup-show`, `--fixtures`; a conftest can
+override any of them). A criterion that could not be judged fails in setup, so pytest and
+JUnit report it as an ERROR; a breached threshold fails in the call: a FAILURE.
+"""
 
 from __future__ import annotations
 
@@ -15,18 +22,11 @@ from .scenarios import Criterion, Scenario
 
 if TYPE_CHECKING:
     from .session import ProdvalSession
+    from .sharing import RunOutcome
 
 
 class ProdvalWarning(UserWarning):
     """A warn-level criterion that did not hold (never fails the gate)."""
-
-
-class CriterionFailed(AssertionError):
-    """A criterion's observed value breaks its threshold: a FAILURE."""
-
-
-class CriterionError(Exception):
-    """A criterion could not be judged (no data, preflight failed, k6 broke): an ERROR."""
 
 
 class ScenarioFile(pytest.File):
@@ -59,36 +59,43 @@ class ScenarioCollector(pytest.Collector):
                                                 criterion=by_name[base.name])
 
 
-class CriterionItem(pytest.Item):
+def _judged(prodval_run: RunOutcome) -> None:
+    """The test body of every criterion item: the verdict is read in `CriterionItem.runtest`."""
+
+
+class CriterionItem(pytest.Function):
     """One acceptance criterion of one scenario, judged on the scenario's single k6 run."""
 
     def __init__(self, *, scenario: Scenario, criterion: Criterion, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
         self.scenario = scenario
         self.criterion = criterion
         self.result: CriterionResult | None = None
+        super().__init__(callobj=_judged, **kwargs)
 
     def setup(self) -> None:
-        """Get the scenario's run (k6 runs here for the first item); no verdict → ERROR."""
+        """Fixtures (k6 runs in `prodval_run` for the first item); no verdict → ERROR."""
+        if self.criterion.not_applicable:
+            pytest.skip(f"{self.name}: not applicable here: {self.criterion.not_applicable}")
+        super().setup()
         session: ProdvalSession = self.config.stash[SESSION_KEY]
-        outcome = session.outcome(self.scenario)
+        outcome: RunOutcome = self.funcargs["prodval_run"]  # type: ignore[assignment]
         if session.interrupted:  # Ctrl-C / SIGTERM during k6: artifacts are written, stop here
             self.session.shouldstop = session.interrupted
         self.result = outcome.result(self.name)
         if outcome.error and (self.result is None or outcome.error_kind != "k6"):
             hint = f"\nhint: {outcome.hint}" if outcome.hint else ""
-            raise CriterionError(f"{self.scenario.id}: {outcome.error}{hint}")
+            pytest.fail(f"{self.scenario.id}: {outcome.error}{hint}", pytrace=False)
         if self.result is None:
-            raise CriterionError(f"{self.scenario.id}: criterion {self.name} was not judged")
+            pytest.fail(f"{self.scenario.id}: criterion {self.name} was not judged", pytrace=False)
         if self.result.verdict == "error":
-            raise CriterionError(self._text(self.result))
+            pytest.fail(self._text(self.result), pytrace=False)
 
     def runtest(self) -> None:
         """Pass, fail, or warn on the judged value."""
         result = self.result
         assert result is not None
         if result.verdict == "fail":
-            raise CriterionFailed(self._text(result))
+            pytest.fail(self._text(result), pytrace=False)
         if result.verdict == "warn":
             warnings.warn(ProdvalWarning(self._text(result)), stacklevel=1)
 
@@ -96,32 +103,21 @@ class CriterionItem(pytest.Item):
         hint = f"\nhint: {result.hint}" if result.hint and result.verdict != "pass" else ""
         return f"{self.scenario.id}: {result.message}{hint}"
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
-        """The criterion's own message instead of a traceback."""
-        if isinstance(excinfo.value, (CriterionFailed, CriterionError)):
-            return str(excinfo.value)
-        return super().repr_failure(excinfo)
-
-    def _repr_failure_py(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
-        # Setup errors (no data, preflight) get the same plain message as failures.
-        if isinstance(excinfo.value, (CriterionFailed, CriterionError)):
-            return str(excinfo.value)
-        return super()._repr_failure_py(excinfo, style=style)
-
     def reportinfo(self) -> tuple[Path, int | None, str]:
-        """Location shown in reports."""
+        """Location shown in reports: the scenario file, not this module."""
         return self.path, None, f"{self.scenario.id}::{self.name}"
 
     def junit_data(self) -> dict[str, str]:
         """Values CI needs per testcase (system-out lines and, optionally, properties)."""
         result = self.result
         session: ProdvalSession = self.config.stash[SESSION_KEY]
-        outcome = session.outcomes.get(self.scenario.id)
+        outcome = session.runs.peek(self.scenario.id)
         report = outcome.report if outcome else None
         data = {
             "scenario_id": self.scenario.id,
             "criterion": self.name,
             "metric": self.criterion.metric.k6_name,
+            "source": self.criterion.source,
             "threshold": self.criterion.expression_text,
             "unit": self.criterion.unit,
             "profile": self.criterion.profile,
@@ -137,6 +133,8 @@ class CriterionItem(pytest.Item):
                 samples=str(result.samples),
                 verdict=result.verdict,
             )
+            if result.detail:
+                data["detail"] = result.detail
         if report is not None:
             data.update(k6_version=report.k6_version or "", env=report.env, run=report.timestamp,
                         complete=str(report.complete).lower())

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-Verdict = Literal["pass", "fail", "error", "warn"]
+Verdict = Literal["pass", "fail", "error", "warn", "n/a"]  # n/a: the environment has no source for it
 RunVerdict = Literal["GO", "NO-GO", "ERROR"]
 
 
@@ -36,6 +36,8 @@ class CriterionResult(BaseModel):
     message: str = ""
     hint: str | None = None
     baseline_observed: float | None = None  # run-over-run comparison
+    source: str = "k6"  # "k6" or "server" (the target's own metrics)
+    detail: str | None = None  # e.g. "bucket-interpolated", a breakdown for triage
 
 
 class ConcurrencyMeasurement(BaseModel):
@@ -100,7 +102,7 @@ class SloReport(BaseModel):
 
     def decide(self) -> RunVerdict:
         """GO only if the run is complete and no gate criterion failed or errored."""
-        gate = [c for c in self.criteria if c.level == "gate"]
+        gate = [c for c in self.criteria if c.level == "gate" and c.verdict != "n/a"]
         if not self.complete or not gate or any(c.verdict == "error" for c in gate):
             return "ERROR"
         return "NO-GO" if any(c.verdict == "fail" for c in gate) else "GO"

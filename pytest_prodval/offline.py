@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import criteria as criteria_mod
+from .artifacts import find_runs, load_report, load_summary, parse_stem, run_stem
 from .models import SloReport
-from .report import find_runs, load_report, load_summary, parse_stem, run_stem
-from .scenarios import Criterion, Scenario
+from .scenarios import Scenario
+
+if TYPE_CHECKING:
+    from .session import ProdvalSession
 
 
-def reevaluate(scenario: Scenario, path: Path, criteria: list[Criterion], profile: str | None) -> tuple[SloReport, Path]:
+def reevaluate(session: ProdvalSession, scenario: Scenario, path: Path) -> tuple[SloReport, Path]:
     """The scenario's latest run under `path`, judged again by today's criteria; ValueError if unusable.
 
     `path` is an SLO report, a summary, a raw file or a folder. Values come from the run's
-    k6 summary; concurrency from its SLO report, else from its raw file.
+    k6 summary; concurrency from its SLO report, else from its raw file; server-side
+    values from its `_server_metrics.json` when the run scraped the target.
     """
     found = find_runs(path).get(scenario.id)
     if found is None:
@@ -37,10 +41,7 @@ def reevaluate(scenario: Scenario, path: Path, criteria: list[Criterion], profil
         digest = read_raw(raw, t0_ms=t0, steady=report.steady_window_s,
                           targets={"games": scenario.targets.games, "players": scenario.targets.players})
         report.concurrency = digest.concurrency
-    report.profile = profile or scenario.profile
-    report.criteria = [
-        criteria_mod.evaluate(c, scenario_id=scenario.id, metrics=summary["metrics"], concurrency=report.concurrency,
-                              incomplete_reason=report.incomplete_reason)
-        for c in criteria
-    ]
+    server = session.load_server_metrics(folder / f"{stem}_server_metrics.json")
+    report.profile = session.settings.profile or scenario.profile
+    session.judge(report, scenario, metrics=summary["metrics"], concurrency=report.concurrency, server=server)
     return report, report_path

@@ -17,9 +17,12 @@ from typing import Any
 import pytest
 
 from . import hookspecs, terminal
-from .fixtures import prodval_run, prodval_session, prodval_settings, prodval_target  # noqa: F401 (fixtures)
+from .facts import BYPASS_TOKEN_VAR
+from .fixtures import (  # noqa: F401 (fixtures of the entry-point module)
+    prodval_bypass, prodval_pool, prodval_preflight, prodval_run, prodval_session, prodval_settings, prodval_target,
+)
 from .junit import JunitSystemOut
-from .items import SESSION_KEY, CriterionItem, ScenarioFile
+from .items import SESSION_KEY
 from .scenarios import ScenarioFileError, load_catalogue, resolve_environment
 from .session import ProdvalSession
 from .settings import add_options, add_short_env_option, load_settings, refuse_production
@@ -45,16 +48,28 @@ def pytest_prodval_seed_users(
 
 @pytest.hookimpl(trylast=True)
 def pytest_prodval_bypass_controller(config: pytest.Config, prepared: Any, session: Any) -> Any:
-    """Default bypass switch: the stack's admin endpoint, authorised by PRODVAL_ADMIN_TOKEN."""
-    from .bypass import HttpBypass
+    """Default bypass switch, the first that applies: the environment's `bypass_on`/`bypass_off`
+    commands; the admin endpoint with PRODVAL_ADMIN_TOKEN (the embedded stack); the bypass
+    header alone when RATE_LIMIT_BYPASS_TOKEN is set (a target configured for it, like RingRift)."""
+    from .bypass import CommandBypass, HeaderBypass, HttpBypass
 
+    env = session.environment
+    if env is not None and env.bypass_on and env.bypass_off:
+        return CommandBypass(env.bypass_on, env.bypass_off)
     token = session.admin_token
-    if not token:
-        raise pytest.UsageError(
-            "the rate-limit bypass was requested but PRODVAL_ADMIN_TOKEN is not set "
-            "(or implement pytest_prodval_bypass_controller)"
-        )
-    return HttpBypass(prepared.base_url, token)
+    if token:
+        return HttpBypass(prepared.base_url, token)
+    if os.environ.get(BYPASS_TOKEN_VAR):
+        return HeaderBypass()
+    raise pytest.UsageError(_NO_SWITCH)
+
+
+_NO_SWITCH = (
+    "the rate-limit bypass was requested (--prodval-bypass / RATE_LIMIT_BYPASS_ENABLED) but there is no way to switch it: "
+    "set bypass_on/bypass_off commands for the environment in _environments.toml, PRODVAL_ADMIN_TOKEN for an admin "
+    f"endpoint, or {BYPASS_TOKEN_VAR} when the target is configured with a bypass token; or implement "
+    "pytest_prodval_bypass_controller"
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -107,10 +122,11 @@ def pytest_configure(config: pytest.Config) -> None:
                 raise pytest.UsageError(str(exc)) from None
             refuse_production(environment, settings.production_hosts)
     if settings.bypass and environment is not None and not environment.embedded and not settings.from_results:
-        _require_bypass_switch(config)
+        _require_bypass_switch(config, environment)
     session = ProdvalSession(config, settings, catalogue, environment)
     config.stash[SESSION_KEY] = session
-    config.add_cleanup(session.cleanup)
+    config.add_cleanup(session.close)
+    config.pluginmanager.register(session, "prodval-session")
     _collect_scenarios_by_default(config, settings.scenarios_dir)
     _install_sigterm(config)
     config.pluginmanager.register(JunitSystemOut(config), "prodval-junit")
@@ -118,17 +134,16 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(XdistHooks(), "prodval-xdist")
 
 
-def _require_bypass_switch(config: pytest.Config) -> None:
-    """The bypass needs PRODVAL_ADMIN_TOKEN for the default switch, or a switch of the user's own."""
+def _require_bypass_switch(config: pytest.Config, environment: Any) -> None:
+    """The bypass needs a switch (see the default pytest_prodval_bypass_controller): a usage error at start."""
     import sys
 
     ours = sys.modules[__name__]
     impls = config.pluginmanager.hook.pytest_prodval_bypass_controller.get_hookimpls()
-    if not os.environ.get("PRODVAL_ADMIN_TOKEN") and all(impl.plugin is ours for impl in impls):
-        raise pytest.UsageError(
-            "the rate-limit bypass was requested (--prodval-bypass / RATE_LIMIT_BYPASS_ENABLED) but PRODVAL_ADMIN_TOKEN "
-            "is not set: set it, or implement pytest_prodval_bypass_controller to switch the bypass your way"
-        )
+    has_default = bool(environment.bypass_on and environment.bypass_off) or bool(os.environ.get("PRODVAL_ADMIN_TOKEN")) \
+        or bool(os.environ.get(BYPASS_TOKEN_VAR))
+    if not has_default and all(impl.plugin is ours for impl in impls):
+        raise pytest.UsageError(_NO_SWITCH)
 
 
 def _register_markers_quietly(config: pytest.Config, folder: Path) -> None:
@@ -166,7 +181,11 @@ def _install_sigterm(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """Restore the SIGTERM handler."""
+    """Unregister the session and restore the SIGTERM handler."""
+    session = config.stash.get(SESSION_KEY, None)
+    if session is not None:
+        config.pluginmanager.unregister(session)
+        del config.stash[SESSION_KEY]
     previous = config.stash.get(_SIGTERM_KEY, None)
     if previous is not None:
         signal.signal(signal.SIGTERM, previous)
@@ -180,121 +199,12 @@ class XdistHooks:
         session = node.config.stash.get(SESSION_KEY, None)
         if session is None:
             return
-        node.workerinput["prodval_shared"] = str(session.shared_dir)
+        node.workerinput["prodval_shared"] = str(session.runs.folder)
         if session.prepared is not None:
             node.workerinput["prodval_prepared"] = session.prepared.model_dump_json()
-
-
-def _uses_xdist(config: pytest.Config) -> bool:
-    return not hasattr(config, "workerinput") and getattr(config.option, "dist", "no") != "no" and bool(
-        getattr(config.option, "numprocesses", None) or getattr(config.option, "tx", None)
-    )
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_sessionstart(session: pytest.Session) -> None:
-    """Under xdist, the controller prepares the target (seeding, bypass) before workers start."""
-    prodval = session.config.stash.get(SESSION_KEY, None)
-    if prodval is None or prodval.environment is None or prodval.settings.from_results or not _uses_xdist(session.config):
-        return
-    prodval.prepare()
-    prodval.start_session_bypass()
-
-
-def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
-    """Scenario files in the scenarios folder are test files."""
-    session = parent.config.stash.get(SESSION_KEY, None)
-    if session is None or file_path.suffix != ".toml" or file_path.name.startswith("_"):
-        return None
-    if file_path.resolve().parent != session.settings.scenarios_dir.resolve():
-        return None
-    return ScenarioFile.from_parent(parent, path=file_path)
-
-
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """A user test that requests `prodval_run` runs once per scenario, marked with its marker."""
-    if "prodval_run" not in metafunc.fixturenames or metafunc.definition.get_closest_marker("prodval_scenario"):
-        return
-    session = metafunc.config.stash.get(SESSION_KEY, None)
-    scenarios = session.catalogue.scenarios if session is not None else []
-    metafunc.parametrize(
-        "prodval_run",
-        [pytest.param(s.id, id=s.marker, marks=getattr(pytest.mark, s.marker)) for s in scenarios],
-        indirect=True,
-    )
-
-
-def pytest_itemcollected(item: pytest.Item) -> None:
-    """A test marked `prodval_scenario("x")` also carries x's marker, so `-m x` selects it."""
-    marker = item.get_closest_marker("prodval_scenario")
-    session = item.config.stash.get(SESSION_KEY, None)
-    if marker is None or session is None or not marker.args:
-        return
-    try:
-        item.add_marker(session.catalogue.scenario(marker.args[0]).marker)
-    except KeyError:
-        pass  # the fixture reports the unknown scenario as an error
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """After -m/-k selection: the pool must cover the peak VUs of every selected scenario."""
-    session = config.stash.get(SESSION_KEY, None)
-    if session is None or session.settings.from_results or session.environment is None:
-        return
-    from .preflight import PoolTooSmall, check_pool_size
-
-    selected = {item.scenario.id: item.scenario for item in items if isinstance(item, CriterionItem)}
-    if selected:
-        session.seed_count = min(session.pool.size, max(s.peak_vus for s in selected.values()))
-    for scenario in selected.values():
-        try:
-            check_pool_size(session.pool.size, scenario.peak_vus, scenario.id)
-        except PoolTooSmall as exc:
-            raise pytest.UsageError(
-                f"{exc} ({scenario.player_vus} players + {scenario.peak_vus - scenario.player_vus} WebSocket companion VUs)"
-            ) from None
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """Attach the criterion's values to its report (for JUnit system-out and xdist)."""
-    report = yield
-    if isinstance(item, CriterionItem) and report.when in ("setup", "call") and (report.when == "call" or report.failed):
-        data = item.junit_data()
-        report.sections.append(("prodval", "\n".join(f"{k}={v}" for k, v in data.items())))
-        settings = item.config.stash[_SETTINGS_KEY]
-        if settings.junit_properties:
-            item.user_properties.extend((f"prodval.{k}", v) for k, v in data.items())
-    return report
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     """The settings and where each came from."""
     settings = config.stash.get(_SETTINGS_KEY, None)
     return settings.header_lines() if settings is not None else []
-
-
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    """Per scenario, every criterion's value, and the overall GO / NO-GO."""
-    session = config.stash.get(SESSION_KEY, None)
-    if session is None:
-        return
-    outcomes = session.shared_outcomes()
-    terminal.write_summary(terminalreporter, outcomes)
-    if outcomes and session.settings.from_results is None and not session.is_worker:
-        terminal.write_folder_decision(terminalreporter, session.settings.results_dir, session.settings.env)
-
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Stop the session's bypass; the controller updates the capacity docs if asked."""
-    prodval = session.config.stash.get(SESSION_KEY, None)
-    if prodval is None:
-        return
-    prodval.stop_session_bypass()
-    if prodval.settings.update_docs and not prodval.is_worker:
-        from .capacity_docs import update_capacity_docs
-
-        reports = [o.report for o in prodval.shared_outcomes() if o.report is not None and o.report.k6_exit_code is not None]
-        if reports:
-            update_capacity_docs(reports, Path(session.config.rootpath) / "docs")

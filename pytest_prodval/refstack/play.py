@@ -1,321 +1,342 @@
-"""The WebSocket `/ws`: auth, join, moves with acks, broadcasts, AI turns with fallback."""
+"""The life of a game once it exists: start, moves, decisions, AI turns, leaving, the end (contract.md §1-§2).
+
+Shared by the HTTP routes (create, join, leave) and the Socket.IO handlers (join_game,
+moves, choices, disconnects); every event RingRift sends about a game is sent from here.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import random
+import dataclasses
 import time
+from collections import deque
 from collections.abc import Coroutine
 from typing import Any
 
-import httpx
-from starlette.websockets import WebSocket
+import socketio  # type: ignore[import-untyped]
 
+from .aiclient import AiClient
+from .engine import Engine
 from .faults import ApiFaults
-from .games import Game, GameFull, Games
-from .ratelimit import RateLimiter
-from .security import Jwt, TokenError
+from .games import TERMINAL, Game, Games, iso_now
+from .metrics import Metrics
 
-CLOSE_UNAUTHORIZED = 4401
-CLOSE_RATE_LIMITED = 4429
+LOBBY = "lobby"
 
 
-class Connection:
-    """One WebSocket client; messages go through a queue so a slow client never blocks a game."""
+def game_room(game_id: str) -> str:
+    """The Socket.IO room of a game's players."""
+    return f"game:{game_id}"
 
-    def __init__(self, websocket: WebSocket) -> None:
-        self.websocket = websocket
-        self.user_id: str | None = None
-        self.email: str | None = None
-        self.games: set[str] = set()
-        self._queue: asyncio.Queue[str | int] = asyncio.Queue()
-        self.closing = False
 
-    def send(self, message: dict[str, Any]) -> None:
-        """Queue a JSON message."""
-        if not self.closing:
-            self._queue.put_nowait(json.dumps(message, separators=(",", ":")))
+def user_room(user_id: str) -> str:
+    """The Socket.IO room of one user's sockets."""
+    return f"user:{user_id}"
 
-    def close(self, code: int) -> None:
-        """Close after the messages already queued."""
-        if not self.closing:
-            self._queue.put_nowait(code)
-            self.closing = True
 
-    async def write_loop(self) -> None:
-        """Deliver queued messages in order until a close code or a dead socket."""
-        while True:
-            item = await self._queue.get()
-            try:
-                if isinstance(item, int):
-                    await self.websocket.close(code=item)
-                    return
-                await self.websocket.send_text(item)
-            except Exception:  # the peer went away; the reader sees the disconnect
-                self.closing = True
-                return
+def error_event(code: str, event: str, message: str) -> dict[str, Any]:
+    """The payload of RingRift's `error` event."""
+    return {"type": "error", "code": code, "event": event, "message": message}
+
+
+@dataclasses.dataclass
+class Session:
+    """One authenticated socket."""
+
+    sid: str
+    user_id: str
+    email: str
+    username: str
+    bypass_token: str | None
+    ip: str | None
+    games: set[str] = dataclasses.field(default_factory=set)
+    pings: deque[float] = dataclasses.field(default_factory=deque)
 
 
 class Play:
-    """Game events over the WebSocket, shared by the HTTP side (a join can start a game)."""
+    """Game flow over Socket.IO rooms; holds the sessions so a game knows who is connected."""
 
-    def __init__(self, *, games: Games, jwt: Jwt, faults: ApiFaults, limiter: RateLimiter, ai_url: str | None) -> None:
+    def __init__(self, *, sio: socketio.AsyncServer, games: Games, faults: ApiFaults, metrics: Metrics,
+                 ai: AiClient) -> None:
+        self.sio = sio
         self.games = games
-        self.jwt = jwt
         self.faults = faults
-        self.limiter = limiter
-        self.ai_url = ai_url.rstrip("/") if ai_url else None
-        self.connections = 0
-        self.ai_moves = 0
-        self.ai_fallbacks = 0
-        self._client: httpx.AsyncClient | None = None
+        self.metrics = metrics
+        self.ai = ai
+        self.sessions: dict[str, Session] = {}
+        self.user_sids: dict[str, set[str]] = {}
+        self.user_gone_at: dict[str, float] = {}  # user -> monotonic time their last socket closed
+        self.moves = 0
+        self._choices: dict[str, str] = {}  # choice id -> game id
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def open(self) -> None:
-        """One shared HTTP client for all AI calls (keep-alive, pooled)."""
-        self._client = httpx.AsyncClient(limits=httpx.Limits(max_connections=200, max_keepalive_connections=100))
+    # -- sessions ------------------------------------------------------------------------------
 
-    async def close(self) -> None:
-        """Close the AI client."""
-        if self._client is not None:
-            await self._client.aclose()
+    def connected(self, session: Session) -> None:
+        """Count a new socket."""
+        self.sessions[session.sid] = session
+        self.user_sids.setdefault(session.user_id, set()).add(session.sid)
+        self.user_gone_at.pop(session.user_id, None)
+        self._gauges()
 
-    # -- the socket ------------------------------------------------------------------------
+    async def disconnected(self, sid: str) -> None:
+        """A socket closed: players it leaves without a socket in an active game are `player_disconnected`."""
+        session = self.sessions.pop(sid, None)
+        if session is None:
+            return
+        sids = self.user_sids.get(session.user_id, set())
+        sids.discard(sid)
+        if not sids:
+            self.user_sids.pop(session.user_id, None)
+            self.user_gone_at[session.user_id] = time.monotonic()
+        self._gauges()
+        for game_id in session.games:
+            game = self.games.get(game_id)
+            seat = game.seat_of(session.user_id) if game else None
+            if game is None or seat is None or game.status != "active" or self._in_room(game, session.user_id):
+                continue
+            seat.disconnected_at = time.monotonic()
+            await self.sio.emit("player_disconnected", {"gameId": game.id, "userId": session.user_id,
+                                                        "playerNumber": seat.number}, room=game_room(game.id))
 
-    async def serve(self, websocket: WebSocket) -> None:
-        """Handle one connection until it closes."""
-        await websocket.accept()
-        conn = Connection(websocket)
-        writer = asyncio.create_task(conn.write_loop())
-        ip = websocket.client.host if websocket.client else None
-        self.connections += 1
-        try:
-            while not conn.closing:
-                message = await websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    break
-                received = time.perf_counter()
-                text = message.get("text") or (message.get("bytes") or b"").decode("utf-8", "replace")
-                await self._dispatch(conn, text, ip, received)
-        except Exception:  # a broken socket ends this connection only
-            pass
-        finally:
-            self.connections -= 1
-            self._left(conn)
-            conn.close(1000)
-            try:
-                await asyncio.wait_for(writer, timeout=2)
-            except (asyncio.TimeoutError, Exception):
-                writer.cancel()
+    def _in_room(self, game: Game, user_id: str) -> bool:
+        return any(game.id in self.sessions[s].games for s in self.user_sids.get(user_id, ()) if s in self.sessions)
 
-    async def _dispatch(self, conn: Connection, text: str, ip: str | None, received: float) -> None:
-        try:
-            msg = json.loads(text)
-            kind = msg["type"]
-        except (ValueError, KeyError, TypeError):
-            conn.send(_error("bad_request", "expected a JSON object with a type"))
-            return
-        if self.faults.ws_latency_ms:
-            await asyncio.sleep(self.faults.ws_latency_ms / 1000)
-        if kind == "auth":
-            self._auth(conn, msg, ip)
-            return
-        if conn.user_id is None:
-            conn.send(_error("unauthorized", "send auth first"))
-            conn.close(CLOSE_UNAUTHORIZED)
-            return
-        if not self.limiter.allow(ip=ip, email=conn.email):
-            conn.send(_error("rate_limited", "too many messages", moveId=msg.get("moveId"), gameId=msg.get("gameId")))
-            return
-        if kind == "ping":
-            conn.send({"type": "pong", "t": msg.get("t")})
-        elif kind == "join":
-            self._join(conn, msg)
-        elif kind == "move":
-            self._move(conn, msg, received)
-        else:
-            conn.send(_error("bad_request", f"unknown message type {kind!r}"))
+    def _gauges(self) -> None:
+        self.metrics.websocket_connections.set(len(self.sessions))
+        self.metrics.users_active.set(len(self.user_sids))
 
-    def _auth(self, conn: Connection, msg: dict[str, Any], ip: str | None) -> None:
-        try:
-            claims = self.jwt.verify(str(msg.get("token", "")), kind="access")
-        except TokenError as exc:
-            conn.send(_error("unauthorized", str(exc)))
-            conn.close(CLOSE_UNAUTHORIZED)
-            return
-        # The connect is charged here, once the e-mail is known, so the bypass can cover it.
-        if not self.limiter.allow(ip=ip, email=claims["email"]):
-            conn.send(_error("rate_limited", "too many connections"))
-            conn.close(CLOSE_RATE_LIMITED)
-            return
-        conn.user_id, conn.email = claims["sub"], claims["email"]
-        conn.send({"type": "auth_ok", "userId": conn.user_id})
+    # -- created, joined, started ---------------------------------------------------------------
 
-    def _join(self, conn: Connection, msg: dict[str, Any]) -> None:
-        game_id = str(msg.get("gameId", ""))
-        game = self.games.get(game_id)
-        if game is None:
-            conn.send(_error("not_found", "no such game", gameId=game_id))
+    async def created(self, game: Game, *, stored: bool) -> None:
+        """After POST /api/games: count it, tell the lobby, start an AI game that is active at once."""
+        self.metrics.games_total.labels(type="ai" if game.ai_count else "pvp").inc()
+        if not stored:
             return
-        assert conn.user_id is not None
-        try:
-            seat, started = game.take_seat(conn.user_id)
-        except GameFull:
-            conn.send(_error("game_full", "no free seat", gameId=game_id))
-            return
-        self.games.left_waiting(game)
-        game.conns[seat] = conn
-        game.joined_seats.add(seat)
-        conn.games.add(game.id)
-        conn.send({"type": "joined", "gameId": game.id, "seat": seat, "game": game.public()})
+        if game.status == "active":
+            self._active_gauge()
+            if game.human_seats == 1:
+                self._start_engine(game)
+        elif not game.is_private:
+            await self.sio.emit("lobby:game_created", game.public(), room=LOBBY)
+
+    async def joined(self, game: Game, *, started: bool) -> None:
+        """After an HTTP join: tell the lobby; a full game starts for everyone in its room."""
+        await self.sio.emit("lobby:game_joined", {"gameId": game.id, "playerCount": game.player_count()}, room=LOBBY)
         if started:
-            self.game_started(game)
-        elif game.status == "active" and seat not in game.started_sent:
-            game.started_sent.add(seat)
-            conn.send({"type": "game_started", "gameId": game.id, "game": game.public()})
-            conn.send({"type": "turn", "gameId": game.id, "seat": game.turn_seat})
-        elif game.status == "finished":
-            conn.send({"type": "game_over", "gameId": game.id, "reason": "completed", "winnerSeat": None})
+            self.games.changed(game)
+            self._active_gauge()
+            self._start_engine(game)
+            await self.sio.emit("lobby:game_started", {"gameId": game.id, "status": game.status,
+                                                       "startedAt": game.started_at,
+                                                       "playerCount": game.player_count()}, room=LOBBY)
+            await self.sio.emit("game_state", self.snapshot(game), room=game_room(game.id))
 
-    def _move(self, conn: Connection, msg: dict[str, Any], received: float) -> None:
-        game_id, move_id = str(msg.get("gameId", "")), msg.get("moveId")
-        game = self.games.get(game_id)
-        move = msg.get("move")
-        if game is None:
-            conn.send(_error("not_found", "no such game", gameId=game_id, moveId=move_id))
+    def _start_engine(self, game: Game) -> Engine:
+        return game.start_engine(length=self.faults.game_length_moves, choice_rate=self.faults.choice_rate)
+
+    def snapshot(self, game: Game) -> dict[str, Any]:
+        """The `game_state` event for this game now."""
+        if game.engine is not None:
+            state, valid = game.engine.state(game.status), game.engine.valid
+        else:  # not started (waiting, or RingRift's AI game that never gets its other humans)
+            players = [{"id": s.user_id, "username": s.username, "playerNumber": s.number, "type": "human"}
+                       for s in game.seated()]
+            players += [{"id": f"ai-{n}", "username": "AI", "playerNumber": n, "type": "ai"}
+                        for n in range(game.human_seats + 1, game.max_players + 1)]
+            state = {"gameId": game.id, "boardType": game.board_type, "gameStatus": game.status, "currentPlayer": 1,
+                     "currentPhase": "ring_placement", "players": players, "moveHistory": [], "winner": None}
+            valid = []
+        if game.status != "active":
+            valid = []
+        return {"type": "game_update", "data": {"gameId": game.id, "gameState": state, "validMoves": valid},
+                "timestamp": iso_now()}
+
+    async def join_room(self, session: Session, game: Game) -> None:
+        """`join_game` by a seated player: into the room, a snapshot, `player_joined` for the others."""
+        seat = game.seat_of(session.user_id)
+        assert seat is not None
+        await self.sio.enter_room(session.sid, game_room(game.id))
+        first = game.id not in session.games
+        session.games.add(game.id)
+        seat.joined_room = True
+        await self.sio.emit("game_state", self.snapshot(game), to=session.sid)
+        if game.status in TERMINAL and game.engine is not None:
+            await self.sio.emit("game_over", self._game_over(game), to=session.sid)
             return
-        if not (isinstance(move, dict) and all(isinstance(move.get(k), int) and not isinstance(move.get(k), bool)
-                                                 for k in ("from", "to"))):
-            conn.send(_error("invalid_move", "move needs integer from/to", gameId=game_id, moveId=move_id))
-            return
-        assert conn.user_id is not None
-        seat = game.seat_of(conn.user_id)
-        if game.status != "active" or seat is None or game.turn_seat != seat:
-            conn.send(_error("not_your_turn", f"game is {game.status}, turn of seat {game.turn_seat}",
-                             gameId=game_id, moveId=move_id))
-            return
-        game.move_count += 1
-        self.games.moves_total += 1
-        processing_ms = round((time.perf_counter() - received) * 1000, 3)
-        conn.send({"type": "move_ack", "gameId": game_id, "moveId": move_id, "moveNumber": game.move_count,
-                   "serverProcessingMs": processing_ms})
-        game.broadcast({"type": "move", "gameId": game_id, "seat": seat, "moveNumber": game.move_count,
-                        "move": {"from": move["from"], "to": move["to"]}}, skip=conn)
-        self._advance(game)
+        if seat.disconnected_at is not None:
+            seat.disconnected_at = None
+            await self.sio.emit("player_reconnected", {"gameId": game.id, "userId": session.user_id,
+                                                       "playerNumber": seat.number},
+                                room=game_room(game.id), skip_sid=session.sid)
+        elif first:
+            await self.sio.emit("player_joined", {"gameId": game.id, "userId": session.user_id,
+                                                  "username": session.username, "playerNumber": seat.number},
+                                room=game_room(game.id), skip_sid=session.sid)
+        self._ai_if_due(game)
 
-    # -- game events -----------------------------------------------------------------------
+    async def leave_room(self, session: Session, game: Game) -> None:
+        """`leave_game` on a game that is not active: out of the room only."""
+        session.games.discard(game.id)
+        await self.sio.leave_room(session.sid, game_room(game.id))
 
-    def game_started(self, game: Game) -> None:
-        """Tell every connected seat the game started and whose turn it is."""
-        self.games.left_waiting(game)
-        game.started_sent.update(game.conns)
-        game.broadcast({"type": "game_started", "gameId": game.id, "game": game.public()})
-        game.broadcast({"type": "turn", "gameId": game.id, "seat": game.turn_seat})
+    # -- moves ----------------------------------------------------------------------------------
 
-    def _advance(self, game: Game) -> None:
-        """After a human move: next turn, and the AI plays when its seats are next."""
-        self._next_turn(game)
-        if game.is_ai_turn() and not game.ai_running:
+    def check_move(self, game: Game, user_id: str, move_id: Any) -> dict[str, Any] | str:
+        """The move `player_move_by_id` names, or why it is rejected."""
+        engine, seat = game.engine, game.seat_of(user_id)
+        if game.status != "active" or engine is None or seat is None:
+            return f"game is {game.status} and not started" if seat else "not a player of this game"
+        if engine.current_player != seat.number:
+            return f"not your turn (current player {engine.current_player})"
+        move = engine.find(move_id) if isinstance(move_id, str) else None
+        return move if move is not None else f"unknown move id {move_id!r}"
+
+    def pending_choice(self, choice_id: Any) -> Game | None:
+        """The game whose open decision has this id."""
+        game = self.games.get(self._choices.get(choice_id, "")) if isinstance(choice_id, str) else None
+        if game is None or game.engine is None or game.engine.choice is None or game.engine.choice["id"] != choice_id:
+            return None
+        return game
+
+    async def apply(self, game: Game, move: dict[str, Any], received: float) -> None:
+        """Apply a valid move, then tell the room (and the mover, about a decision to make)."""
+        engine = game.engine
+        assert engine is not None
+        if engine.choice is not None:
+            self._choices.pop(engine.choice["id"], None)
+        outcome = engine.apply(move)
+        self.moves += 1
+        self.metrics.moves_total.labels(type="placement" if move["type"] == "place_ring" else "movement").inc()
+        if outcome.over:
+            await self.finish(game, "completed")
+        else:
+            await self.sio.emit("game_state", self.snapshot(game), room=game_room(game.id))
+            if outcome.choice is not None:
+                self._choices[outcome.choice["id"]] = game.id
+                await self.sio.emit("player_choice_required", outcome.choice, room=user_room(engine.current().id))
+        self.metrics.move_latency.labels(board_type=game.board_type, phase=outcome.phase).observe(
+            time.perf_counter() - received)
+        self._ai_if_due(game)
+
+    # -- AI turns -------------------------------------------------------------------------------
+
+    def _ai_if_due(self, game: Game) -> None:
+        engine = game.engine
+        if (game.status == "active" and engine is not None and not game.ai_running
+                and engine.current().type == "ai" and engine.valid):
+            game.ai_running = True
             self._spawn(self._ai_turns(game))
 
-    def _next_turn(self, game: Game) -> None:
-        """Game over after the last move, else the next seat's turn for everyone to see."""
-        if game.move_count >= game.moves_per_game:
-            self.finish(game, "completed", winner=random.randrange(game.max_players))
+    async def _ai_turns(self, game: Game) -> None:
+        """One AI turn through the AI service (or its fallback); `apply` starts the next one."""
+        try:
+            engine = game.engine
+            assert engine is not None
+            before = len(engine.history)
+            move = await self.ai.choose(engine, engine.current(), engine.state(game.status))
+            stale = game.status != "active" or len(engine.history) != before or engine.find(move["id"]) is None
+        finally:
+            game.ai_running = False
+        if stale:  # the game moved on while the AI thought (a resignation): maybe another AI is due
+            self._ai_if_due(game)
             return
-        game.turn_seat = (game.turn_seat + 1) % game.max_players
-        game.broadcast({"type": "turn", "gameId": game.id, "seat": game.turn_seat})
-
-    def finish(self, game: Game, reason: str, *, winner: int | None) -> None:
-        """End a game and tell everyone still connected."""
-        if game.status == "finished":
-            return
-        self.games.finish(game)
-        game.broadcast({"type": "game_over", "gameId": game.id, "reason": reason, "winnerSeat": winner})
-        for conn in game.conns.values():
-            if isinstance(conn, Connection):
-                conn.games.discard(game.id)
-        game.conns.clear()
-
-    def _left(self, conn: Connection) -> None:
-        """A closed socket ends the games its user is seated in (reason `player_left`)."""
-        for game_id in list(conn.games):
-            game = self.games.get(game_id)
-            if game is None:
-                continue
-            seat = next((s for s, c in game.conns.items() if c is conn), None)
-            if seat is None:
-                continue
-            del game.conns[seat]
-            self._player_left(game, seat)
-        conn.games.clear()
-
-    def _player_left(self, game: Game, seat: int) -> None:
-        if game.status in ("waiting", "active"):
-            others = [s.seat for s in game.seats if s.seat != seat]
-            self.finish(game, "player_left", winner=random.choice(others) if others else None)
-
-    def end_absent(self) -> None:
-        """End games in which a seated human never came to the WebSocket (a VU stopped mid-way)."""
-        for game in self.games.unfinished():
-            seat = game.absent_seat()
-            if seat is not None:
-                self._player_left(game, seat)
-
-    # -- the AI seats ----------------------------------------------------------------------
+        await self.apply(game, move, time.perf_counter())
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _ai_turns(self, game: Game) -> None:
-        """Play consecutive AI seats, each through the AI service or, failing that, a fallback."""
-        game.ai_running = True
-        try:
-            while game.is_ai_turn():
-                seat = game.turn_seat
-                move, fallback, latency_ms = await self._ask_ai(game, seat)
-                if game.status != "active":
-                    return
-                game.move_count += 1
-                self.games.moves_total += 1
-                self.ai_moves += 1
-                self.ai_fallbacks += fallback
-                game.broadcast({"type": "ai_move", "gameId": game.id, "seat": seat, "moveNumber": game.move_count,
-                                "move": move, "fallback": fallback, "aiLatencyMs": latency_ms})
-                self._next_turn(game)
-        finally:
-            game.ai_running = False
+    # -- leaving and the end ----------------------------------------------------------------------
 
-    async def _ask_ai(self, game: Game, seat: int) -> tuple[dict[str, int], bool, float]:
-        """(move, fallback?, latency ms): the AI service's move, or a local one on timeout/error."""
-        started = time.perf_counter()
-        move: dict[str, int] | None = None
-        if self._client is not None and self.ai_url:
-            try:
-                response = await self._client.post(
-                    f"{self.ai_url}/ai/move",
-                    json={"gameId": game.id, "seat": seat, "board": game.board, "moveNumber": game.move_count + 1},
-                    timeout=self.faults.ai_timeout_ms / 1000,
-                )
-                if response.status_code == 200:
-                    candidate = response.json()["data"]["move"]
-                    move = {"from": int(candidate["from"]), "to": int(candidate["to"])}
-            except Exception:  # timeout, refused, bad body: all mean "fall back"
-                move = None
-        fallback = move is None
-        if move is None:
-            move = game.random_move()
-        return move, fallback, round((time.perf_counter() - started) * 1000, 3)
+    async def leave(self, game: Game, user_id: str) -> None:
+        """HTTP leave (and socket leave_game on an active game): leave a waiting game, resign an active one."""
+        seat = game.seat_of(user_id)
+        if seat is None or game.status in TERMINAL:
+            return
+        if game.status == "waiting":
+            if user_id == game.created_by:
+                await self.cancel(game)
+            else:
+                seat.user_id = seat.username = None
+                seat.joined_room = False
+                await self.sio.emit("player_left", {"gameId": game.id, "userId": user_id,
+                                                    "playerNumber": seat.number}, room=game_room(game.id))
+            return
+        await self._out_of_room(game, user_id)
+        await self.sio.emit("player_left", {"gameId": game.id, "userId": user_id, "playerNumber": seat.number},
+                            room=game_room(game.id))
+        engine = game.engine
+        if engine is None:  # active but never started: nobody can play it any more
+            await self.finish(game, "abandoned")
+            return
+        if engine.resign(seat.number):
+            await self.finish(game, "completed")
+        else:
+            await self.sio.emit("game_state", self.snapshot(game), room=game_room(game.id))
+            self._ai_if_due(game)
+
+    async def _out_of_room(self, game: Game, user_id: str) -> None:
+        for sid in list(self.user_sids.get(user_id, ())):
+            session = self.sessions.get(sid)
+            if session is not None and game.id in session.games:
+                session.games.discard(game.id)
+                await self.sio.leave_room(sid, game_room(game.id))
+
+    async def cancel(self, game: Game) -> None:
+        """A waiting game is called off (its creator left or went away)."""
+        game.end("abandoned")
+        self.games.changed(game)
+        await self.sio.emit("lobby:game_cancelled", {"gameId": game.id}, room=LOBBY)
+
+    def _game_over(self, game: Game) -> dict[str, Any]:
+        assert game.engine is not None
+        return {"type": "game_over", "data": {"gameId": game.id, "gameState": game.engine.state(game.status),
+                                              "gameResult": {"winner": game.engine.winner,
+                                                             "reason": game.engine.reason}}}
+
+    async def finish(self, game: Game, status: str) -> None:
+        """End an active game (`completed`, or `abandoned` when a player never came back) for the whole room."""
+        if game.status in TERMINAL:
+            return
+        if game.engine is None:
+            self._start_engine(game)
+        assert game.engine is not None
+        if status == "abandoned" or game.engine.reason is None:
+            game.engine.abandon()
+        if game.engine.choice is not None:
+            self._choices.pop(game.engine.choice["id"], None)
+        game.end(status)
+        self.games.changed(game)
+        self._active_gauge()
+        await self.sio.emit("game_over", self._game_over(game), room=game_room(game.id))
+
+    def _active_gauge(self) -> None:
+        self.metrics.games_active.set(sum(1 for g in self.games.all() if g.status == "active"))
+
+    # -- the sweeper: nothing stays stuck -------------------------------------------------------
+
+    async def sweep(self) -> None:
+        """End games whose players went away: disconnected past the grace, seated but never joined, or a
+        waiting game whose creator has had no socket for the absent-seat grace."""
+        now = time.monotonic()
+        f = self.faults
+        for game in self.games.all():
+            if game.status == "active":
+                gone = any(s.disconnected_at is not None and now - s.disconnected_at >= f.disconnect_grace_s
+                           for s in game.seats)
+                absent = game.activated_mono is not None and now - game.activated_mono >= f.absent_seat_grace_s and \
+                    any(not s.joined_room for s in game.seats)
+                if gone or absent:
+                    await self.finish(game, "abandoned")
+            elif game.status == "waiting" and game.created_by not in self.user_sids:
+                since = max(self.user_gone_at.get(game.created_by, game.created_mono), game.created_mono)
+                if now - since >= f.absent_seat_grace_s:
+                    await self.cancel(game)
+        self.games.sweep()
 
     def stats(self) -> dict[str, int]:
-        """Counts for the admin stats endpoint."""
-        return {"wsConnections": self.connections, "aiMoves": self.ai_moves, "aiFallbacks": self.ai_fallbacks}
-
-
-def _error(code: str, message: str, **extra: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"type": "error", "code": code, "message": message}
-    body.update({k: v for k, v in extra.items() if v is not None})
-    return body
+        """Counts for the admin stats route."""
+        return {"wsConnections": len(self.sessions), "aiMoves": self.ai.moves, "aiFallbacks": self.ai.fallbacks,
+                "movesTotal": self.moves}

@@ -12,10 +12,17 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import processes
+from . import facts
 from .scenarios import CONCURRENCY_METRICS, Criterion, Scenario, format_duration, parse_duration
+from .settings import PoolSettings
+from .target import Prepared, Target
+
+if TYPE_CHECKING:
+    from .session import ProdvalSession
+    from .sharing import RunOutcome
 
 # k6 exit codes (REFERENCE §2). 99 = its own thresholds failed: not an error, we judge.
 K6_OK = {0, 99}
@@ -30,44 +37,6 @@ K6_EXIT_MEANINGS = {
     108: "test.abort() called by the script",
     110: "marked failed",
 }
-SUMMARY_TREND_STATS = ["avg", "min", "med", "max", "p(90)", "p(95)", "p(99)", "count"]
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where the load goes (already checked not to be production)."""
-
-    base_url: str
-    ws_url: str
-    ai_service_url: str | None
-
-
-@dataclass(frozen=True)
-class PoolSettings:
-    """The load-test user pool (plan §3.2, §3.3) — the password is kept apart, never in config."""
-
-    prefix: str
-    domain: str
-    size: int
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> PoolSettings:
-        """Read LOADTEST_USER_POOL_* (defaults as in the plan)."""
-        env = os.environ if env is None else env
-        size_text = env.get("LOADTEST_USER_POOL_SIZE", "400")
-        try:
-            size = int(size_text)
-        except ValueError:
-            raise ValueError(f"LOADTEST_USER_POOL_SIZE={size_text!r} is not a whole number") from None
-        return cls(
-            prefix=env.get("LOADTEST_USER_POOL_PREFIX", "loadtest_user_"),
-            domain=env.get("LOADTEST_USER_POOL_DOMAIN", "loadtest.local"),
-            size=size,
-        )
-
-    def email(self, n: int) -> str:
-        """The pool user for (1-based) index n."""
-        return f"{self.prefix}{n}@{self.domain}"
 
 
 def k6_thresholds(criteria: list[Criterion]) -> dict[str, list[str]]:
@@ -100,12 +69,13 @@ def k6_config(
     refresh_window_s: float,
     summary_path: Path,
 ) -> dict[str, Any]:
-    """The PRODVAL_CONFIG the k6 script reads (design.md §2); no secrets in it."""
+    """The PRODVAL_CONFIG the k6 script reads (docs/contract.md §6); no secrets in it."""
     stages = [{"duration": format_duration(s.seconds * time_scale), "target": s.target} for s in scenario.stages]
     steady = scenario.steady_window_s(time_scale)
     duration = scenario.duration_s(time_scale)
     graceful = max(2.0, parse_duration(scenario.graceful_ramp_down) * min(1.0, time_scale * 4))
     companion = scenario.websocket_companion
+    game = scenario.game
     return {
         "scenarioId": scenario.id,
         "baseUrl": target.base_url,
@@ -115,14 +85,16 @@ def k6_config(
         "steady": {"startS": steady[0], "endS": steady[1]} if steady else {"startS": 0.0, "endS": duration},
         "gracefulRampDownS": graceful,
         "game": {
-            "board": scenario.targets.board,
+            "boardType": scenario.targets.board,
             "playersPerGame": scenario.targets.players_per_game,
             "aiSeats": scenario.targets.ai_seats,
-            "movesPerGame": scenario.game.moves_per_game,
-            "thinkTimeMs": scenario.game.think_time_ms,
-            "stallMs": scenario.game.stall_ms,
+            "aiDifficulty": game.ai_difficulty,
+            "movesPerGame": game.moves_per_game,
+            "thinkTimeMs": game.think_time_ms,
+            "stallMs": game.stall_ms,
+            "timeControl": {"type": game.time_control, "initialTime": game.initial_time_s, "increment": game.increment_s},
         },
-        "pool": {"prefix": pool.prefix, "domain": pool.domain, "size": pool.size},
+        "pool": {"prefix": pool.prefix, "domain": pool.domain, "size": pool.size, "emailFormat": pool.email_format},
         "auth": {"tokenTtlS": token_ttl_s, "refreshWindowS": refresh_window_s},
         "wsCompanion": {
             "enabled": companion.enabled,
@@ -131,8 +103,9 @@ def k6_config(
             "durationS": duration,
         },
         "thresholds": k6_thresholds(criteria),
-        "summaryTrendStats": SUMMARY_TREND_STATS,
+        "summaryTrendStats": facts.SUMMARY_TREND_STATS,
         "summaryPath": str(summary_path),
+        "facts": facts.for_script(),
     }
 
 
@@ -253,3 +226,67 @@ def run_k6(
         proc.returncode, time.monotonic() - started, interrupted=interrupted, timed_out=timed_out,
         log_tail=_log_tail(log_path),
     )
+
+
+def k6_env(config: dict[str, Any], session: ProdvalSession, dashboard: Path, duration_s: float) -> dict[str, str]:
+    """k6's environment: ours minus the admin token, plus PRODVAL_CONFIG and the pool password.
+
+    Every other variable passes through (LOADTEST_USER_PASSWORD and RATE_LIMIT_BYPASS_TOKEN
+    among them: the script sends the bypass header when the token is set; both are secrets
+    the redactor scrubs from k6's log and summary).
+    """
+    env = {k: v for k, v in os.environ.items() if k != "PRODVAL_ADMIN_TOKEN"}
+    period = max(1, min(10, int(duration_s / 10)))
+    env.update(
+        PRODVAL_CONFIG=json.dumps(config),
+        LOADTEST_USER_POOL_PASSWORD=session.password or "",
+        K6_WEB_DASHBOARD="true", K6_WEB_DASHBOARD_EXPORT=str(dashboard),
+        K6_WEB_DASHBOARD_HOST="127.0.0.1", K6_WEB_DASHBOARD_PORT="-1", K6_WEB_DASHBOARD_PERIOD=f"{period}s",
+    )
+    return env
+
+
+def run_scenario(session: ProdvalSession, scenario: Scenario, prepared: Prepared) -> RunOutcome:
+    """Step 5: k6 once for `scenario` against the prepared target, then judge and write artifacts."""
+    from .artifacts import RunPaths, timestamp, utc_now_iso, write_run_artifacts
+    from .preflight import PoolTooSmall, check_pool_size
+    from .progress import Progress
+    from .results import read_run
+    from .sharing import RunOutcome
+
+    settings = session.settings
+    try:  # also checked at collection; a fixture user may get here directly
+        check_pool_size(settings.pool.size, scenario.peak_vus, scenario.id)
+    except PoolTooSmall as exc:
+        return RunOutcome(scenario_id=scenario.id, error=str(exc), error_kind="config", hint="plan §3.3: pool size >= peak VUs")
+    paths = RunPaths.create(settings.results_dir, scenario.id, session.env_name, timestamp())
+    report = session.new_report(scenario, paths)
+    criteria = session.criteria(scenario)
+    config = k6_config(scenario, criteria, prepared.target(), settings.pool, time_scale=settings.time_scale,
+                       token_ttl_s=prepared.token_ttl_s, refresh_window_s=settings.refresh_window_s,
+                       summary_path=paths.summary)
+    assert scenario.source is not None and prepared.k6_path is not None
+    script = (scenario.source.parent / scenario.script).resolve()
+    duration = scenario.duration_s(settings.time_scale)
+    env = k6_env(config, session, paths.dashboard, duration)
+    api_port = processes.free_loopback_port()
+    argv = k6_command(prepared.k6_path, script, paths.raw, api_address=f"127.0.0.1:{api_port}")
+    session.config.hook.pytest_prodval_before_k6(config=session.config, scenario=scenario, prepared=prepared, session=session)
+    scraper = session.start_server_metrics(prepared)
+    try:
+        result = run_k6(argv, env=env, cwd=script.parent, log_path=paths.k6_log, timeout_s=duration + config["gracefulRampDownS"] + 120,
+                        on_tick=Progress(session.config, scenario, settings.time_scale, api_port))
+    finally:
+        server = session.stop_server_metrics(scraper, paths)
+    report.finished_at, report.k6_exit_code = utc_now_iso(), result.exit_code
+    report.bypass = prepared.bypass
+    data = read_run(paths, report, scenario, k6_problem=result.problem())
+    reason = "; ".join(data.problems) if data.problems else None
+    report.complete, report.incomplete_reason = reason is None, session.redactor.redact(reason) if reason else None
+    session.judge(report, scenario, metrics=data.metrics, concurrency=report.concurrency, server=server)
+    write_run_artifacts(session, scenario, paths, report)
+    if result.interrupted:
+        session.interrupted = "interrupted by signal during a k6 run"
+    error = None if reason is None else f"{scenario.id}: run incomplete: {report.incomplete_reason}"
+    return RunOutcome(scenario_id=scenario.id, report=report, report_path=str(paths.slo_report), error=error,
+                      error_kind="k6" if error else None)

@@ -81,12 +81,31 @@ class RunPaths:
         """k6's web-dashboard export."""
         return self.folder / f"{self.stem}_k6_dashboard.html"
 
+    @property
+    def server_metrics(self) -> Path:
+        """The target's own metrics, scraped during the run."""
+        return self.folder / f"{self.stem}_server_metrics.json"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # read once at import: os.umask is process-wide and not thread-safe
+
 
 def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write a file so that readers see the old or the new content, never half of it."""
+    """Write a file so that readers see the old or the new content, never half of it.
+
+    The file gets the mode any new file gets (0666 minus the umask), not the private 0600
+    of the temporary file it is renamed from.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data.encode() if isinstance(data, str) else data)
             handle.flush()
@@ -163,3 +182,32 @@ def find_runs(path: Path) -> dict[str, Path]:
     for _, scenario_id, candidate in sorted(candidates):
         latest[scenario_id] = candidate
     return latest
+
+
+def write_run_artifacts(session: Any, scenario: Any, paths: RunPaths, report: SloReport) -> None:
+    """Step 7: the SLO report, the companion's report, the HTML report; secrets scrubbed first."""
+    report.artifacts = {
+        kind: path.name
+        for kind, path in (("raw", paths.raw), ("summary", paths.summary), ("k6_log", paths.k6_log),
+                           ("websocket_raw", paths.ws_raw), ("dashboard", paths.dashboard),
+                           ("server_metrics", paths.server_metrics))
+        if path.exists()
+    }
+    report.artifacts["slo_report"] = paths.slo_report.name
+    companion = {c.name for c in report.criteria if c.name.startswith("ws_")}
+    if scenario.websocket_companion.enabled:
+        report.artifacts["websocket_report"] = paths.ws_report.name
+        write_report(websocket_subset(report, companion), paths.ws_report)
+    for path in (paths.k6_log, paths.summary, paths.dashboard, paths.server_metrics):
+        if path.exists():
+            session.redactor.redact_file(path)
+    try:
+        from .html import write_html
+
+        baseline = session.baseline if session.baseline and session.baseline.scenario_id == report.scenario_id else None
+        write_html(report, paths.html, baseline=baseline)
+        report.artifacts["html"] = paths.html.name
+    except ImportError:
+        pass
+    write_report(report, paths.slo_report)
+    session.config.hook.pytest_prodval_run_finished(config=session.config, report=report, paths=paths)

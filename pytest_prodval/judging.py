@@ -1,0 +1,46 @@
+"""Judging: one function turns whatever a run left into criterion results and a verdict.
+
+Used by a live run, a run whose preflight failed (no data: every criterion an ERROR) and
+an offline re-judge (`--prodval-from-results`), so the three can never disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from . import criteria as criteria_mod
+from .models import ConcurrencyMeasurement, SloReport
+from .scenarios import Criterion
+
+
+def judge(
+    report: SloReport,
+    criteria: list[Criterion],
+    *,
+    metrics: Mapping[str, Any] | None,
+    concurrency: Mapping[str, ConcurrencyMeasurement] | None,
+    server: Any = None,
+    baseline: SloReport | None = None,
+    tolerance: float = 0.10,
+) -> SloReport:
+    """Fill `report.criteria` and `report.verdict` from the run's data (None: no data)."""
+    report.criteria = [
+        criteria_mod.evaluate(c, scenario_id=report.scenario_id, metrics=metrics, concurrency=concurrency,
+                              server=server, incomplete_reason=report.incomplete_reason)
+        for c in criteria
+    ]
+    for pair in baseline_pairs(baseline, report.scenario_id):
+        current = next((c for c in report.criteria if c.name == pair.name), None)
+        if current is not None:
+            report.criteria.append(criteria_mod.compare_to_baseline(current, pair, tolerance=tolerance))
+    report.verdict = report.decide()
+    return report
+
+
+def baseline_pairs(baseline: SloReport | None, scenario_id: str) -> list[Any]:
+    """Baseline criteria of this scenario that get a `_vs_baseline` item."""
+    if baseline is None or baseline.scenario_id != scenario_id:
+        return []
+    return [c for c in baseline.criteria if criteria_mod.comparable(c) and c.level == "gate"
+            and not c.name.endswith(criteria_mod.BASELINE_SUFFIX)]
