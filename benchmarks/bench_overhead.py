@@ -296,7 +296,7 @@ def run_plugin(workdir: Path, argv: list[str], *, log: Path, timeout_s: float, e
 
 def only_report(results: Path) -> Any:
     """The SLO report of the single scenario run in a results folder."""
-    from pytest_prodval.report import load_report
+    from pytest_prodval.artifacts import load_report
 
     reports = [p for p in results.glob("*_slo_report.json") if not p.name.startswith("websocket_")]
     if len(reports) != 1:
@@ -311,8 +311,8 @@ def bare_run(scenarios_dir: Path, marker: str, time_scale: float, results: Path)
     """Stack + seed + TTL probe (timed apart), then k6 alone with the plugin's config and outputs."""
     from pytest_prodval import preflight
     from pytest_prodval.refstack.launcher import LocalStack
-    from pytest_prodval.report import RunPaths, load_summary, timestamp
-    from pytest_prodval.runner import PoolSettings, Target, find_k6, k6_command, k6_config
+    from pytest_prodval.artifacts import RunPaths, load_summary, timestamp
+    from pytest_prodval.k6run import PoolSettings, Target, find_k6, k6_command, k6_config
     from pytest_prodval.scenarios import load_catalogue
     from pytest_prodval.seeding import seed_users
     from pytest_prodval.session import ProdvalSession

@@ -14,7 +14,7 @@ from test_html_report import make_report
 from pytest_prodval.__main__ import main
 from pytest_prodval.analyze import analyze_folder, format_table
 from pytest_prodval.models import SloReport
-from pytest_prodval.report import write_report
+from pytest_prodval.artifacts import write_report
 
 BASELINE = "BCAP_STAGING_BASELINE_20G_60P"
 TARGET = "BCAP_STAGING_TARGET_100G_300P"

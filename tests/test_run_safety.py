@@ -38,7 +38,7 @@ import pytest
 from pytest_prodval import processes
 from pytest_prodval.processes import free_loopback_port
 from pytest_prodval.refstack.launcher import LocalStack
-from pytest_prodval.runner import PoolSettings
+from pytest_prodval.k6run import PoolSettings
 from pytest_prodval.seeding import seed_users
 
 SECRET_PASSWORD = "Sup3r-Secret-Value-123"
