@@ -264,18 +264,18 @@ class Play:
                 await self.sio.emit("player_left", {"gameId": game.id, "userId": user_id,
                                                     "playerNumber": seat.number}, room=game_room(game.id))
             return
+        engine = game.engine
+        if engine is None or engine.resign(seat.number):
+            # Over for everyone (an active game that never started can't go on either): the
+            # leaver is still in the room, so it sees the game_over too.
+            await self.finish(game, "abandoned" if engine is None else "completed")
+            await self._out_of_room(game, user_id)
+            return
         await self._out_of_room(game, user_id)
         await self.sio.emit("player_left", {"gameId": game.id, "userId": user_id, "playerNumber": seat.number},
                             room=game_room(game.id))
-        engine = game.engine
-        if engine is None:  # active but never started: nobody can play it any more
-            await self.finish(game, "abandoned")
-            return
-        if engine.resign(seat.number):
-            await self.finish(game, "completed")
-        else:
-            await self.sio.emit("game_state", self.snapshot(game), room=game_room(game.id))
-            self._ai_if_due(game)
+        await self.sio.emit("game_state", self.snapshot(game), room=game_room(game.id))
+        self._ai_if_due(game)
 
     async def _out_of_room(self, game: Game, user_id: str) -> None:
         for sid in list(self.user_sids.get(user_id, ())):

@@ -14,7 +14,7 @@ from urllib.parse import parse_qs
 import socketio  # type: ignore[import-untyped]
 
 from .faults import ApiFaults
-from .games import Games
+from .games import Game, Games
 from .play import LOBBY, Play, Session, error_event, user_room
 from .ratelimit import RateLimiter
 from .security import Jwt, TokenError, Users
@@ -109,6 +109,10 @@ class Sockets:
 
         return event
 
+    def _game_of(self, data: dict[str, Any]) -> Game | None:
+        game_id = data.get("gameId")
+        return self.games.get(game_id) if isinstance(game_id, str) else None
+
     async def _error(self, sid: str, code: str, event: str, message: str) -> None:
         await self.sio.emit("error", error_event(code, event, message), to=sid)
 
@@ -116,7 +120,7 @@ class Sockets:
 
     async def join_game(self, session: Session, data: dict[str, Any], received: float) -> None:
         """`join_game {gameId}`: a seated player enters the room and gets a snapshot."""
-        game = self.games.get(data.get("gameId")) if isinstance(data.get("gameId"), str) else None
+        game = self._game_of(data)
         if game is None:
             await self._error(session.sid, "GAME_NOT_FOUND", "join_game", "Game not found")
         elif game.seat_of(session.user_id) is None:
@@ -126,7 +130,7 @@ class Sockets:
 
     async def leave_game(self, session: Session, data: dict[str, Any], received: float) -> None:
         """`leave_game {gameId}`: resigns from an active game, else just leaves the room."""
-        game = self.games.get(data.get("gameId")) if isinstance(data.get("gameId"), str) else None
+        game = self._game_of(data)
         if game is None:
             await self._error(session.sid, "GAME_NOT_FOUND", "leave_game", "Game not found")
         elif game.status == "active" and game.seat_of(session.user_id) is not None:
