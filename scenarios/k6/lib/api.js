@@ -1,24 +1,23 @@
-// HTTP side of a VU: its own login token (never shared), refresh before expiry with jitter,
-// and the game routes, each classified (metrics.classify) and contract-checked.
+// HTTP side of a VU (RingRift's API, docs/contract.md §1): its own login token (never shared),
+// refresh before expiry with jitter, and the game routes, each classified (metrics.classify) and
+// contract-checked. The rate-limit bypass token (a secret) goes into request headers only.
 import encoding from 'k6/encoding';
 import http from 'k6/http';
 import { classify, parseBody, setPhase, wsConnectionSuccess } from './metrics.js';
 
 const TIMEOUT = '15s';
 const FALLBACK_TTL_S = 300;
-const JOIN_EXPECTED = http.expectedStatuses({ min: 200, max: 299 }, 409);
-
-/** The status a WebSocket close code stands for (4401 unauthorized, 4429 rate limited). */
-export function closeStatus(code) {
-  return code === 4401 ? 401 : code === 4429 ? 429 : 0;
-}
+// k6's http_req_failed for a join: a 400 is an expected race answer there (GAME_FULL, ...). The
+// body decides for req_errors; k6's callback sees only the status.
+const JOIN_EXPECTED = http.expectedStatuses({ min: 200, max: 299 }, 400);
 
 function isObj(v) {
   return v !== null && typeof v === 'object';
 }
 
-function validGame(game) {
-  return isObj(game) && typeof game.id === 'string' && typeof game.status === 'string' && Array.isArray(game.seats);
+/** A `game` object of the contract: id and status at least. */
+export function validGame(game) {
+  return isObj(game) && typeof game.id === 'string' && game.id !== '' && typeof game.status === 'string';
 }
 
 /** Seconds of lifetime in a JWT (exp - iat, else exp - now); null when it cannot be read. */
@@ -35,31 +34,55 @@ export function jwtLifetimeS(token, nowMs) {
   }
 }
 
+/** The number of seats taken in a game object (player1Id … player4Id). */
+export function seatsTaken(game) {
+  let n = 0;
+  if (game.player1Id) n++;
+  if (game.player2Id) n++;
+  if (game.player3Id) n++;
+  if (game.player4Id) n++;
+  return n;
+}
+
+/** The error code of an error body, or ''. */
+function errorCode(res) {
+  const body = parseBody(res);
+  return body && isObj(body.error) && typeof body.error.code === 'string' ? body.error.code : '';
+}
+
 /** The HTTP client of one VU (one instance per VU; objects reused across requests). */
 export class Api {
-  constructor(cfg, email, password) {
+  /**
+   * cfg: the validated PRODVAL_CONFIG; email/password: this VU's pool user; bypassToken: the
+   * rate-limit bypass token or '' (sent as X-RateLimit-Bypass-Token, never logged or tagged).
+   */
+  constructor(cfg, email, password, bypassToken) {
     this.base = cfg.baseUrl.replace(/\/+$/, '');
     this.email = email;
     this.loginBody = JSON.stringify({ email, password });
     this.tokenTtlS = cfg.auth.tokenTtlS || null;
     this.refreshWindowS = cfg.auth.refreshWindowS;
+    this.raceCodes = cfg.facts.joinRaceCodes;
     this.token = null;
     this.refreshToken = null;
     this.userId = null;
     this.expiresAtMs = 0;
     this.refreshAtMs = 0;
     this.ttlSource = null; // expiresIn | jwt | config | fallback
-    this.headers = { 'Content-Type': 'application/json', Authorization: '' };
     const plain = { 'Content-Type': 'application/json' };
+    if (bypassToken) plain['X-RateLimit-Bypass-Token'] = bypassToken;
+    this.headers = Object.assign({ Authorization: '' }, plain);
+    this.wsHeaders = bypassToken ? { 'X-RateLimit-Bypass-Token': bypassToken } : {};
+    const p = (headers, name, extra) => Object.assign({ headers, tags: { name }, timeout: TIMEOUT }, extra || {});
     this.p = {
-      login: { headers: plain, tags: { name: 'login' }, timeout: TIMEOUT },
-      refresh: { headers: plain, tags: { name: 'refresh' }, timeout: TIMEOUT },
-      create: { headers: this.headers, tags: { name: 'game_create' }, timeout: TIMEOUT },
-      list: { headers: this.headers, tags: { name: 'game_list' }, timeout: TIMEOUT },
-      join: { headers: this.headers, tags: { name: 'game_join' }, timeout: TIMEOUT, responseCallback: JOIN_EXPECTED },
-      state: { headers: this.headers, tags: { name: 'game_state' }, timeout: TIMEOUT },
+      login: p(plain, 'login'),
+      refresh: p(plain, 'refresh'),
+      create: p(this.headers, 'game_create'),
+      list: p(this.headers, 'game_list'),
+      join: p(this.headers, 'game_join', { responseCallback: JOIN_EXPECTED }),
+      state: p(this.headers, 'game_state'),
+      leave: p(this.headers, 'game_leave'),
     };
-    this.refreshBody = '';
   }
 
   // -- auth ---------------------------------------------------------------------------------
@@ -72,6 +95,11 @@ export class Api {
     return this.login();
   }
 
+  /** Time to renew (cheap check for timers). */
+  dueForRefresh(now) {
+    return this.token !== null && now >= this.refreshAtMs;
+  }
+
   /** Forget the token after a 401 so the next ensureToken() logs in again. */
   invalidate() {
     this.token = null;
@@ -81,23 +109,26 @@ export class Api {
   login() {
     setPhase();
     const res = http.post(`${this.base}/api/auth/login`, this.loginBody, this.p.login);
-    return this._takeTokens(res);
+    return this._takeTokens(res, true);
   }
 
   refresh() {
     setPhase();
-    const res = http.post(`${this.base}/api/auth/refresh`, JSON.stringify({ refreshToken: this.refreshToken }), this.p.refresh);
-    return this._takeTokens(res);
+    const res = http.post(`${this.base}/api/auth/refresh`, JSON.stringify({ refreshToken: this.refreshToken }),
+      this.p.refresh);
+    return this._takeTokens(res, false);
   }
 
-  _takeTokens(res) {
+  _takeTokens(res, isLogin) {
     const status = res.status;
     let data = null;
     if (status >= 200 && status < 300) {
       const body = parseBody(res);
       data = body && body.data;
-      if (!(isObj(data) && typeof data.accessToken === 'string' && typeof data.refreshToken === 'string' &&
-            isObj(data.user) && data.user.id !== undefined)) {
+      // A refresh answer carries no `user` and no `expiresIn` on RingRift: that is fine.
+      if (!(isObj(data) && typeof data.accessToken === 'string' && data.accessToken !== '' &&
+            typeof data.refreshToken === 'string' &&
+            (!isLogin || (isObj(data.user) && data.user.id !== undefined && data.user.id !== null)))) {
         data = null;
       }
     }
@@ -122,7 +153,7 @@ export class Api {
     }
     this.token = data.accessToken;
     this.refreshToken = data.refreshToken;
-    this.userId = data.user.id;
+    if (isLogin) this.userId = String(data.user.id);
     this.headers.Authorization = `Bearer ${this.token}`;
     this.expiresAtMs = now + ttl * 1000;
     // Renew within the refresh window (never more than a third of the lifetime), jittered so
@@ -133,8 +164,8 @@ export class Api {
   }
 
   /**
-   * Classify one WebSocket connect, decided at authentication (design.md §2): 101 = opened and
-   * authenticated, 401/429 from the auth answer or close code, 0 = no usable connection.
+   * Classify one WebSocket connect, decided at the Socket.IO connect answer: 101 = `40{sid}`,
+   * 401 = `44{...}` (token refused), other = the handshake's HTTP status, 0 = no usable connection.
    */
   wsConnected(status) {
     const ok = status === 101;
@@ -149,19 +180,19 @@ export class Api {
 
   // -- games --------------------------------------------------------------------------------
 
-  /** Waiting games matching the filters (oldest first) or null on failure. */
+  /** Joinable games (GET /api/games/lobby/available, tag game_list), or null on failure. */
   listGames(query) {
     setPhase();
-    const res = http.get(`${this.base}/api/games?${query}`, this.p.list);
+    const res = http.get(`${this.base}/api/games/lobby/available?${query}`, this.p.list);
     const body = res.status === 200 ? parseBody(res) : null;
-    const games = body && isObj(body.data) && Array.isArray(body.data.games) ? body.data.games : null;
-    const ok = games !== null && games.every((g) => isObj(g) && typeof g.id === 'string');
-    classify(res.status, false, ok, false);
+    let games = body && isObj(body.data) && Array.isArray(body.data.games) ? body.data.games : null;
+    if (games !== null && !games.every((g) => isObj(g) && typeof g.id === 'string')) games = null;
+    classify(res.status, false, games !== null, false);
     this._after(res.status);
-    return ok ? games : null;
+    return games;
   }
 
-  /** {game} of a new game, or null. */
+  /** The new game, or null. */
   createGame(bodyText) {
     setPhase();
     const res = http.post(`${this.base}/api/games`, bodyText, this.p.create);
@@ -172,29 +203,29 @@ export class Api {
     return game;
   }
 
-  /** {status, joined, seat}: 2xx joined (seat null if the body lacks it), 409 full (expected), else failed. */
+  /**
+   * Join over HTTP: {status, joined, race, game}. 2xx = joined (game null if the body is broken);
+   * a 400 with a race code (GAME_FULL …) = race (expected); anything else failed (classified).
+   */
   joinGame(id) {
     setPhase();
     const res = http.post(http.url`${this.base}/api/games/${id}/join`, null, this.p.join);
+    const status = res.status;
     let game = null;
-    let seat = null;
-    if (res.status >= 200 && res.status < 300) {
+    let race = false;
+    if (status >= 200 && status < 300) {
       const body = parseBody(res);
-      const data = body && body.data;
-      if (isObj(data) && validGame(data.game) && typeof data.seat === 'number') {
-        game = data.game;
-        seat = data.seat;
-      }
+      if (body && isObj(body.data) && validGame(body.data.game)) game = body.data.game;
+    } else if (status === 400) {
+      race = this.raceCodes.indexOf(errorCode(res)) >= 0;
     }
-    classify(res.status, true, game !== null, false);
-    this._after(res.status);
-    // A 2xx seated us even when its body is broken (a contract failure, counted above): still
-    // report the join, or the game would wait for a player who never comes.
-    const joined = res.status >= 200 && res.status < 300;
-    return { status: res.status, joined, seat };
+    // A 404 here is about a game someone else announced: not this VU's game (no mismatch).
+    classify(status, race, game !== null, false);
+    this._after(status);
+    return { status, joined: status >= 200 && status < 300, race, game };
   }
 
-  /** The game (or null); `own`: this VU created/joined it and has not seen it finished. */
+  /** The game (or null); `own`: this VU created/joined it and has not seen it end. */
   gameState(id, own) {
     setPhase();
     const res = http.get(http.url`${this.base}/api/games/${id}`, this.p.state);
@@ -202,6 +233,17 @@ export class Api {
     const game = body && isObj(body.data) && validGame(body.data.game) ? body.data.game : null;
     classify(res.status, false, game !== null, own);
     this._after(res.status);
-    return game;
+    return { status: res.status, game };
+  }
+
+  /** Leave a waiting game / resign an active one (tag game_leave); true on 2xx. */
+  leaveGame(id, own) {
+    setPhase();
+    const res = http.post(http.url`${this.base}/api/games/${id}/leave`, null, this.p.leave);
+    const ok = res.status >= 200 && res.status < 300;
+    const body = ok ? parseBody(res) : null;
+    classify(res.status, false, body !== null && body.success === true, own);
+    this._after(res.status);
+    return ok;
   }
 }

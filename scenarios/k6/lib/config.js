@@ -1,4 +1,4 @@
-// PRODVAL_CONFIG (design.md §2): parse, validate, and turn into k6 options.
+// PRODVAL_CONFIG (docs/contract.md §6): parse, validate, and turn into k6 options.
 // Runs in the init context of every VU: keep it cheap and never log secrets.
 
 const DEFAULT_TREND_STATS = ['avg', 'min', 'med', 'max', 'p(90)', 'p(95)', 'p(99)', 'count'];
@@ -60,10 +60,107 @@ function validateStages(stages) {
   return stages.map((s) => ({ duration: s.duration, target: s.target }));
 }
 
-/** Parse and validate the JSON text of PRODVAL_CONFIG; throws a clear Error when it is unusable. */
-export function parseConfig(text) {
+const BOARD_TYPES = ['square8', 'square19', 'hex8', 'hexagonal'];
+const TIME_CONTROL_TYPES = ['blitz', 'rapid', 'classical'];
+// The expected race answers to a join (contract §1): a 400 with one of these error codes.
+const DEFAULT_JOIN_RACE_CODES = ['GAME_FULL', 'GAME_NOT_JOINABLE', 'ALREADY_JOINED', 'GAME_ALREADY_JOINED'];
+const DEFAULT_GAMES_PER_SESSION = 5;
+
+function requireOneOf(parent, key, where, allowed) {
+  const value = requireString(parent, key, where);
+  if (allowed.indexOf(value) < 0) fail(`${where}${key} must be one of ${allowed.join(', ')} (got ${JSON.stringify(value)})`);
+  return value;
+}
+
+function requireIntRange(parent, key, where, min, max) {
+  const value = requireInt(parent, key, where, min);
+  if (value > max) fail(`${where}${key} must be a whole number from ${min} to ${max} (got ${value})`);
+  return value;
+}
+
+function validateGame(cfg) {
+  const game = requireObject(cfg, 'game', '');
+  if (game.board !== undefined && game.boardType === undefined) {
+    fail('game.board is the old key: the config names the board game.boardType (square8, square19, hex8, hexagonal)');
+  }
+  requireOneOf(game, 'boardType', 'game.', BOARD_TYPES);
+  requireIntRange(game, 'playersPerGame', 'game.', 2, 4);
+  requireIntRange(game, 'aiSeats', 'game.', 0, 3);
+  if (game.aiSeats >= game.playersPerGame) fail('game.aiSeats must leave at least one human seat');
+  if (game.aiSeats > 0) {
+    const d = game.aiDifficulty;
+    if (Array.isArray(d)) {
+      if (d.length !== game.aiSeats) fail(`game.aiDifficulty must have one entry per AI seat (${game.aiSeats})`);
+      d.forEach((v, i) => {
+        if (typeof v !== 'number' || Math.floor(v) !== v || v < 1 || v > 10) {
+          fail(`game.aiDifficulty[${i}] must be a whole number from 1 to 10 (got ${JSON.stringify(v)})`);
+        }
+      });
+      game.aiDifficulties = d.slice();
+    } else {
+      requireIntRange(game, 'aiDifficulty', 'game.', 1, 10);
+      game.aiDifficulties = [];
+      for (let i = 0; i < game.aiSeats; i++) game.aiDifficulties.push(d);
+    }
+  } else {
+    game.aiDifficulties = [];
+  }
+  requireInt(game, 'movesPerGame', 'game.', 1);
+  requireNumber(game, 'thinkTimeMs', 'game.', 0);
+  requireNumber(game, 'stallMs', 'game.', 1);
+  const tc = requireObject(game, 'timeControl', 'game.');
+  requireOneOf(tc, 'type', 'game.timeControl.', TIME_CONTROL_TYPES);
+  requireIntRange(tc, 'initialTime', 'game.timeControl.', 60, 7200);
+  requireIntRange(tc, 'increment', 'game.timeControl.', 0, 60);
+  if (game.gamesPerSession === undefined || game.gamesPerSession === null) {
+    game.gamesPerSession = DEFAULT_GAMES_PER_SESSION;
+  } else {
+    requireInt(game, 'gamesPerSession', 'game.', 1);
+  }
+  return game;
+}
+
+function validatePool(cfg) {
+  const pool = requireObject(cfg, 'pool', '');
+  requireString(pool, 'prefix', 'pool.');
+  requireString(pool, 'domain', 'pool.');
+  requireInt(pool, 'size', 'pool.', 1);
+  const format = requireString(pool, 'emailFormat', 'pool.');
+  if (format.indexOf('{n}') < 0) fail(`pool.emailFormat must contain {n} (got ${JSON.stringify(format)})`);
+  const rest = format.replace(/\{(prefix|domain|n)\}/g, '');
+  if (/[{}]/.test(rest)) fail(`pool.emailFormat knows only {prefix}, {n} and {domain} (got ${JSON.stringify(format)})`);
+  if (poolEmail(pool, 1).indexOf('@') < 1) {
+    fail(`pool.emailFormat must give an e-mail address (got ${JSON.stringify(format)})`);
+  }
+  return pool;
+}
+
+function validateFacts(cfg, knownMetrics) {
+  if (cfg.facts === undefined || cfg.facts === null) cfg.facts = {};
+  const facts = cfg.facts;
+  if (!isObject(facts)) fail('facts must be an object');
+  if (facts.joinRaceCodes === undefined || facts.joinRaceCodes === null) {
+    facts.joinRaceCodes = DEFAULT_JOIN_RACE_CODES;
+  } else if (!Array.isArray(facts.joinRaceCodes) || facts.joinRaceCodes.some((c) => typeof c !== 'string' || c === '')) {
+    fail('facts.joinRaceCodes must be an array of error codes');
+  }
+  if (facts.k6Metrics !== undefined && facts.k6Metrics !== null) {
+    if (!Array.isArray(facts.k6Metrics)) fail('facts.k6Metrics must be an array of metric names');
+    const missing = facts.k6Metrics.filter((name) => knownMetrics.indexOf(name) < 0);
+    if (missing.length > 0) {
+      fail(`facts.k6Metrics names metrics this script does not emit: ${missing.join(', ')} (script and plugin disagree)`);
+    }
+  }
+  return facts;
+}
+
+/**
+ * Parse and validate the JSON text of PRODVAL_CONFIG (docs/contract.md §6); throws a clear Error
+ * when it is unusable. knownMetrics: the metric names the script emits (for facts.k6Metrics).
+ */
+export function parseConfig(text, knownMetrics) {
   if (text === undefined || text === null || text === '') {
-    fail('environment variable PRODVAL_CONFIG is not set (the pytest-prodval runner passes it; see docs/design.md §2)');
+    fail('environment variable PRODVAL_CONFIG is not set (the pytest-prodval runner passes it; see docs/contract.md §6)');
   }
   let cfg;
   try {
@@ -74,24 +171,18 @@ export function parseConfig(text) {
   if (!isObject(cfg)) fail('must be a JSON object');
   requireString(cfg, 'scenarioId', '');
   requireString(cfg, 'baseUrl', '');
+  if (!/^https?:\/\//.test(cfg.baseUrl)) fail(`baseUrl must start with http:// or https:// (got ${JSON.stringify(cfg.baseUrl)})`);
   requireString(cfg, 'wsUrl', '');
+  if (!/^wss?:\/\/[^/]+\/socket\.io\/\?(.*&)?EIO=4(&|$)/.test(cfg.wsUrl) || !/[?&]transport=websocket(&|$)/.test(cfg.wsUrl)) {
+    fail(`wsUrl must be the normalised Socket.IO URL ws(s)://HOST:PORT/socket.io/?EIO=4&transport=websocket (got ${JSON.stringify(cfg.wsUrl)})`);
+  }
   cfg.stages = validateStages(cfg.stages);
   const steady = requireObject(cfg, 'steady', '');
   requireNumber(steady, 'startS', 'steady.', 0);
   requireNumber(steady, 'endS', 'steady.', steady.startS);
   requireNumber(cfg, 'gracefulRampDownS', '', 0);
-  const game = requireObject(cfg, 'game', '');
-  requireString(game, 'board', 'game.');
-  requireInt(game, 'playersPerGame', 'game.', 1);
-  requireInt(game, 'aiSeats', 'game.', 0);
-  if (game.aiSeats >= game.playersPerGame) fail('game.aiSeats must leave at least one human seat');
-  requireInt(game, 'movesPerGame', 'game.', 1);
-  requireNumber(game, 'thinkTimeMs', 'game.', 0);
-  requireNumber(game, 'stallMs', 'game.', 1);
-  const pool = requireObject(cfg, 'pool', '');
-  requireString(pool, 'prefix', 'pool.');
-  requireString(pool, 'domain', 'pool.');
-  requireInt(pool, 'size', 'pool.', 1);
+  validateGame(cfg);
+  validatePool(cfg);
   const auth = requireObject(cfg, 'auth', '');
   if (auth.tokenTtlS !== null && auth.tokenTtlS !== undefined) requireNumber(auth, 'tokenTtlS', 'auth.', 1);
   requireNumber(auth, 'refreshWindowS', 'auth.', 0);
@@ -112,7 +203,38 @@ export function parseConfig(text) {
     fail('summaryTrendStats must be a non-empty array');
   }
   requireString(cfg, 'summaryPath', '');
+  validateFacts(cfg, knownMetrics || []);
   return cfg;
+}
+
+/** The pool e-mail of user n (1-based, wrapping at the pool size). */
+export function poolEmail(pool, n) {
+  const index = ((n - 1) % pool.size) + 1;
+  return pool.emailFormat.replace(/\{prefix\}/g, pool.prefix).replace(/\{domain\}/g, pool.domain)
+    .replace(/\{n\}/g, String(index));
+}
+
+/**
+ * Milliseconds into the players scenario at which its VUs wind down: the start of the last stage
+ * when that stage ramps to 0 VUs, else the end of all stages. (k6 cannot tell a VU that it is
+ * about to be ramped down; leaving games from here on closes their concurrency intervals before
+ * gracefulRampDown cuts the VU off.)
+ */
+export function windDownAtMs(stages) {
+  let total = 0;
+  for (let i = 0; i < stages.length; i++) total += durationMs(stages[i].duration);
+  const last = stages[stages.length - 1];
+  return last.target === 0 ? total - durationMs(last.duration) : total;
+}
+
+/** Milliseconds of a k6 duration string ("1m30s", "500ms"). */
+export function durationMs(text) {
+  const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/g;
+  const unit = { ms: 1, s: 1000, m: 60000, h: 3600000 };
+  let total = 0;
+  let m;
+  while ((m = re.exec(text)) !== null) total += parseFloat(m[1]) * unit[m[2]];
+  return total;
 }
 
 /** Refuse environment overrides that would silently replace the configured scenarios. */

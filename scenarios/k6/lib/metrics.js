@@ -1,5 +1,6 @@
-// Contract metrics (design.md §2), the `phase` VU tag, and the classification of every
-// HTTP response / WebSocket connect. One sample per request in each of the five Rates.
+// Contract metrics (docs/design.md §2, docs/contract.md §6), the `phase` VU tag, and the
+// classification of every HTTP response / WebSocket connect: one sample per request in each of
+// the five Rates.
 import exec from 'k6/execution';
 import { Counter, Rate, Trend } from 'k6/metrics';
 
@@ -18,19 +19,32 @@ export const capacityFailures = new Counter('capacity_failures_total');
 export const wsConnectionSuccess = new Rate('ws_connection_success');
 export const wsMessageLatency = new Trend('ws_message_latency', true);
 export const moveE2eLatency = new Trend('move_e2e_latency', true);
-export const moveServerProcessing = new Trend('move_server_processing', true);
 export const moveStalled = new Rate('move_stalled');
 export const aiMoveLatency = new Trend('ai_move_latency', true);
-export const aiFallback = new Rate('ai_fallback');
 
 export const gamesActiveDelta = new Counter('games_active_delta');
 export const playersActiveDelta = new Counter('players_active_delta');
 
+// A game with AI seats and more than one human seat that the server made active at creation
+// (RingRift's rule): the scenario's game shape cannot be formed on this server.
+export const gameShapeUnformable = new Counter('game_shape_unformable_total');
+
 // Extra diagnostics (not read by criteria): why a game session ended early, WebSocket error
-// messages from the server, games played to the end.
+// events from the server, games a human saw end (game_over) while it was in them.
 export const gameAborts = new Counter('game_aborts_total');
 export const wsErrors = new Counter('ws_errors_total');
 export const gamesCompleted = new Counter('games_completed_total');
+
+/** Every metric name this script emits (checked against PRODVAL_CONFIG facts.k6Metrics). */
+export const METRIC_NAMES = [
+  'req_errors', 'true_errors', 'status_401', 'status_429', 'server_available',
+  'contract_failures_total', 'id_lifecycle_mismatches_total', 'auth_token_expired_total',
+  'rate_limit_hit_total', 'capacity_failures_total', 'ws_connection_success', 'ws_message_latency',
+  'move_e2e_latency', 'move_stalled', 'ai_move_latency', 'games_active_delta', 'players_active_delta',
+  'game_shape_unformable_total', 'game_aborts_total', 'ws_errors_total', 'games_completed_total',
+  // k6 built-ins the script relies on
+  'http_req_duration', 'http_req_failed', 'http_reqs', 'ws_connecting', 'ws_sessions', 'iterations', 'vus',
+];
 
 /**
  * One 0 sample per counter, so every counter of the contract is in the summary (count 0)
@@ -39,7 +53,7 @@ export const gamesCompleted = new Counter('games_completed_total');
 export function emitZeroCounters() {
   setPhase();
   [contractFailures, idLifecycleMismatches, authTokenExpired, rateLimitHits, capacityFailures, gamesActiveDelta,
-    playersActiveDelta, gameAborts, wsErrors, gamesCompleted].forEach((counter) => counter.add(0));
+    playersActiveDelta, gameShapeUnformable, gameAborts, wsErrors, gamesCompleted].forEach((counter) => counter.add(0));
 }
 
 // --- phase ---------------------------------------------------------------------------------
@@ -56,7 +70,7 @@ export function initPhase(t0, steady) {
   setPhase();
 }
 
-/** Set VU tag `phase` (ramp/steady/rampdown) for the samples that follow. */
+/** Set VU tag `phase` (ramp/steady/rampdown) for the samples that follow; returns Date.now(). */
 export function setPhase() {
   const now = Date.now();
   const phase = now < steadyStartMs ? 'ramp' : now <= steadyEndMs ? 'steady' : 'rampdown';
@@ -73,12 +87,13 @@ const ONE = 1;
 
 /**
  * Record the five Rates and the counters for one HTTP response or WebSocket connect.
- * status: HTTP status (0 = no response). expected409: a 409 is a normal answer (join).
+ * status: HTTP status (0 = no response). expectedRace: the answer is an expected race answer
+ * (a 400 GAME_FULL / GAME_NOT_JOINABLE / ALREADY_JOINED to a join): not failed, not counted.
  * contractOk: false when a 2xx lacks the expected fields. ownGame: the request was about a game
- * this VU created/joined and has not seen finished (a 404 is then an id-lifecycle mismatch).
+ * this VU created/joined and has not seen ended (a 404 is then an id-lifecycle mismatch).
  * Returns true when the request failed.
  */
-export function classify(status, expected409, contractOk, ownGame) {
+export function classify(status, expectedRace, contractOk, ownGame) {
   setPhase();
   const ok2xx = status >= 200 && status < 300;
   let failed;
@@ -86,13 +101,14 @@ export function classify(status, expected409, contractOk, ownGame) {
     failed = !contractOk;
     if (failed) contractFailures.add(ONE);
   } else {
-    failed = !(expected409 && status === 409);
+    failed = !expectedRace;
   }
   reqErrors.add(failed);
   trueErrors.add(failed && status !== 401 && status !== 429);
   status401.add(status === 401);
   status429.add(status === 429);
   serverAvailable.add(status !== 0 && status < 500);
+  if (!failed || ok2xx) return failed;
   if (status === 401) {
     authTokenExpired.add(ONE);
   } else if (status === 429) {
@@ -108,7 +124,7 @@ export function classify(status, expected409, contractOk, ownGame) {
   return failed;
 }
 
-/** A server-side rate limit seen on the WebSocket (no request sample: counters only). */
+/** A server-side rate limit seen on the WebSocket (an `error` RATE_LIMITED event): counters only. */
 export function wsRateLimited() {
   setPhase();
   rateLimitHits.add(ONE);
@@ -124,4 +140,24 @@ export function parseBody(res) {
   } catch (e) {
     return null;
   }
+}
+
+// Tag objects reused for the diagnostic counters (low cardinality: unknown values -> "other").
+const TAG_CACHE = {};
+const SAFE_TAG = /^[A-Za-z0-9_:.-]{1,40}$/;
+const MAX_TAG_VALUES = 40;
+let tagValues = 0;
+
+/** A reusable `{key: value}` tag object; values that are not short identifiers become "other". */
+export function tagOf(key, value) {
+  const v = typeof value === 'string' && SAFE_TAG.test(value) ? value : 'other';
+  const id = `${key}\u0000${v}`;
+  let tags = TAG_CACHE[id];
+  if (tags === undefined) {
+    if (tagValues >= MAX_TAG_VALUES && v !== 'other') return tagOf(key, 'other');
+    tagValues++;
+    tags = { [key]: v };
+    TAG_CACHE[id] = tags;
+  }
+  return tags;
 }
