@@ -65,6 +65,10 @@ class ServerMetricsError(ValueError):
     """A query the server metrics cannot answer as asked, or a Prometheus API failure."""
 
 
+class _HTTPStatus(Exception):
+    """A scrape answered with something other than 200."""
+
+
 # --- the record (the `…_server_metrics.json` artifact) --------------------------------------
 
 
@@ -326,7 +330,7 @@ class Scraper:
         """A snapshot of everything scraped so far."""
         with self._lock:
             snapshot = self._record.model_copy(deep=True)
-        snapshot.names_seen = sorted(self._seen)
+            snapshot.names_seen = sorted(self._seen)
         return snapshot
 
     def _run(self) -> None:
@@ -346,13 +350,14 @@ class Scraper:
         try:
             response = self._client.get(self._url, headers={"Accept": _ACCEPT})
             if response.status_code != 200:
-                raise ServerMetricsError(f"HTTP {response.status_code} {response.reason_phrase}".strip())
+                raise _HTTPStatus(f"HTTP {response.status_code} {response.reason_phrase}".strip())
             parse = openmetrics_families if "openmetrics" in response.headers.get("content-type", "") else (
                 text_string_to_metric_families)
             families = list(parse(response.text))  # parse it all first: a broken page adds nothing
         except Exception as exc:  # any failure is one failed scrape; the run goes on
+            what = str(exc) if isinstance(exc, _HTTPStatus) else f"{type(exc).__name__}: {exc}"
             scrape = ScrapeRecord(t=t, ok=False, duration_s=time.monotonic() - began,
-                                  error=self._scrub(f"{type(exc).__name__}: {exc} ({self._url})"))
+                                  error=self._scrub(f"{what} ({self._url})"))
             target.scrapes.append(scrape)
             return scrape
         index = len(target.scrapes)
@@ -412,21 +417,27 @@ class PrometheusQuery:
         self._match = ",".join(f"{k}={_promql_string(v)}" for k, v in sorted((match or {}).items()))
         self._owns_client = client is None
         self._client = client or httpx.Client(timeout=timeout_s, headers=dict(headers or {}))
+        self._types: dict[str, str] = {}
 
     def close(self) -> None:
         """Close the HTTP client (if this object made it)."""
         if self._owns_client:
             self._client.close()
 
-    def _get(self, path: str, params: Mapping[str, str] | list[tuple[str, str]]) -> Any:
+    def _get(self, path: str, params: Mapping[str, str] | tuple[tuple[str, str], ...]) -> Any:
+        where = f"Prometheus {self._scrub.url}{path}"
         try:
             response = self._client.get(self._base + path, params=params)
+        except httpx.HTTPError as exc:
+            raise ServerMetricsError(self._scrub(f"{where}: {type(exc).__name__}: {exc}")) from None
+        try:
             body = response.json()
-        except (httpx.HTTPError, ValueError) as exc:
-            raise ServerMetricsError(self._scrub(f"Prometheus {path}: {type(exc).__name__}: {exc}")) from None
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise ServerMetricsError(self._scrub(f"{where}: HTTP {response.status_code}, not a Prometheus API answer"))
         if response.status_code != 200 or body.get("status") != "success":
-            raise ServerMetricsError(self._scrub(
-                f"Prometheus {path}: HTTP {response.status_code}: {body.get('error', response.text[:200])}"))
+            raise ServerMetricsError(self._scrub(f"{where}: HTTP {response.status_code}: {body.get('error')}"))
         return body["data"]
 
     def _matrix(self, selector: str, range_s: float, at: float) -> list[dict[str, Any]]:
@@ -436,12 +447,14 @@ class PrometheusQuery:
             raise ServerMetricsError(f"Prometheus answered {data.get('resultType')} to {query}")
         return list(data["result"])
 
-    def _counter_in_metadata(self, name: str) -> bool:
-        for key in _aliases(name):
-            for entry in self._get("/api/v1/metadata", {"metric": key}).get(key, []):
-                if entry.get("type") == "counter":
-                    return True
-        return False
+    def _declared_type(self, metric: str) -> str:
+        """The TYPE the target declared (classic text names counters x_total, OpenMetrics x), else by suffix."""
+        if metric not in self._types:
+            declared = {entry.get("type") for key in _aliases(metric)
+                        for entry in self._get("/api/v1/metadata", {"metric": key}).get(key, [])}
+            guess = "counter" if metric.endswith("_total") else "gauge"
+            self._types[metric] = "counter" if "counter" in declared else ("gauge" if declared else guess)
+        return self._types[metric]
 
     def fetch(
         self, names: Iterable[str], start: float, end: float, *, lookback_s: float = 300.0,
@@ -463,7 +476,6 @@ class PrometheusQuery:
             inner = f'__name__=~"{"|".join(re.escape(a) for a in alternatives)}"' + (f",{self._match}" if match else "")
             rows = self._matrix("{" + inner + "}", range_s, end)
             histogram = any(r["metric"]["__name__"] == name + "_bucket" and "le" in r["metric"] for r in rows)
-            counter = not histogram and rows and self._counter_in_metadata(name)
             for row in rows:
                 labels = dict(row["metric"])
                 metric = labels.pop("__name__")
@@ -473,7 +485,7 @@ class PrometheusQuery:
                     family, kind = name, "histogram"
                 elif metric not in (name, name + "_total"):
                     continue
-                elif counter or (metric.endswith("_total") and not self._metadata_says_gauge(metric)):
+                elif self._declared_type(metric) == "counter":
                     family, kind = metric[:-6] if metric.endswith("_total") else metric, "counter"
                 else:
                     family, kind = metric, "gauge"
@@ -495,12 +507,9 @@ class PrometheusQuery:
             record.series.append(series)
         gaps = sorted({round(b.t - a.t, 3) for tr in record.targets for a, b in zip(tr.scrapes, tr.scrapes[1:])})
         record.interval_s = gaps[len(gaps) // 2] if gaps else None
-        params = [("match[]", match or '{__name__=~".+"}'), ("start", f"{start - lookback_s:.3f}"), ("end", f"{end:.3f}")]
+        params = (("match[]", match or '{__name__=~".+"}'), ("start", f"{start - lookback_s:.3f}"), ("end", f"{end:.3f}"))
         record.names_seen = sorted(self._get("/api/v1/label/__name__/values", params))
         return record
-
-    def _metadata_says_gauge(self, name: str) -> bool:
-        return any(e.get("type") == "gauge" for e in self._get("/api/v1/metadata", {"metric": name}).get(name, []))
 
 
 # --- evaluation -----------------------------------------------------------------------------
@@ -636,7 +645,8 @@ class ServerMetrics:
         if problem is not None:
             return problem
         matched = self._matching(selector, {"counter", "unknown"})
-        delta, resets, used = 0.0, 0, self._spans(start, end, counter=True, targets=None)
+        delta, resets = 0.0, 0
+        used = self._spans(start, end, counter=True, targets={s.target for s in matched} or None)
         if not used:
             return self._no_data(base, "no two good scrapes cover the window")
         for series in matched:
@@ -661,7 +671,7 @@ class ServerMetrics:
             return self._no_data(base, f"{parse_selector(denominator)} counted 0 in the window")
         value = (num.value or 0.0) / den.value
         return base.model_copy(update={"value": value, "message": (
-            f"{query}: {num.value:,.0f} / {den.value:,.0f} = {value:.4g} over {den.points} scrapes")})
+            f"{query}: {num.value:,.6g} / {den.value:,.6g} = {value:.4g} over {den.points} scrapes")})
 
     def gauge(self, metric: str | Selector, start: float, end: float, *,
               aggregation: str = "peak") -> ServerMetricResult:
@@ -794,7 +804,7 @@ class ServerMetrics:
         if problem is not None:
             return problem
         matched = self._matching(selector, {"histogram"})
-        used = self._spans(start, end, counter=True, targets=None)
+        used = self._spans(start, end, counter=True, targets={s.target for s in matched} or None)
         if not used:
             return self._no_data(base, "no two good scrapes cover the window")
         buckets: dict[float, float] = {}
@@ -824,7 +834,8 @@ class ServerMetrics:
             if quantile is None:
                 return self._no_data(base, f"{selector} has no usable buckets (needs le=\"+Inf\" and one more)")
             value = quantile
-        return self._done(base, value, used, len({tuple(sorted(s.labels.items())) for s in matched}), resets,
+        label_sets = {(s.target, *sorted((k, v) for k, v in s.labels.items() if k != "le")) for s in matched}
+        return self._done(base, value, used, len(label_sets), resets,
                           extra=f", {observations:,.0f} observations")
 
 
@@ -851,14 +862,14 @@ def _delta(series: SeriesRecord, span: _Span) -> tuple[float, int]:
 def _gauge_steps(matched: list[SeriesRecord], used: dict[int, _Span], start: float) -> list[tuple[float, float]]:
     """(time, summed value) at each good scrape; the baseline before start counts as at start."""
     values = [dict(s.points) for s in matched]
-    per_target: dict[int, list[tuple[float, float]]] = {}
+    events: list[tuple[float, float, int, float]] = []  # (clipped time, scrape time, target, sum)
     for target, span in used.items():
-        per_target[target] = [(max(t, start), sum(v.get(i, 0.0) for s, v in zip(matched, values)
-                                                  if s.target == target)) for t, i in span.scrapes]
-    events = sorted((t, target, v) for target, rows in per_target.items() for t, v in rows)
+        mine = [v for s, v in zip(matched, values) if s.target == target]
+        events += [(max(t, start), t, target, sum(v.get(i, 0.0) for v in mine)) for t, i in span.scrapes]
+    events.sort(key=lambda e: (e[0], e[1]))
     current: dict[int, float] = {}
     steps: list[tuple[float, float]] = []
-    for t, target, value in events:
+    for t, _, target, value in events:
         current[target] = value
         if steps and steps[-1][0] == t:
             steps[-1] = (t, sum(current.values()))
