@@ -11,10 +11,10 @@ import http from 'k6/http';
 import { Api } from './lib/api.js';
 import { Companion } from './lib/companion.js';
 import { buildOptions, checkEffectiveScenarios, parseConfig, poolEmail, refuseOverrides } from './lib/config.js';
-import { METRIC_NAMES, emitZeroCounters, initPhase } from './lib/metrics.js';
+import { COUNTER_NAMES, REQUEST_NAMES, emitZeroCounters, initPhase } from './lib/metrics.js';
 import { Player } from './lib/player.js';
 
-const cfg = parseConfig(__ENV.PRODVAL_CONFIG, METRIC_NAMES);
+const cfg = parseConfig(__ENV.PRODVAL_CONFIG, { requestNames: REQUEST_NAMES, counters: COUNTER_NAMES });
 refuseOverrides(__ENV);
 const PASSWORD = __ENV.LOADTEST_USER_POOL_PASSWORD;
 if (!PASSWORD) {

@@ -62,7 +62,7 @@ export class Api {
     this.loginBody = JSON.stringify({ email, password });
     this.tokenTtlS = cfg.auth.tokenTtlS || null;
     this.refreshWindowS = cfg.auth.refreshWindowS;
-    this.raceCodes = cfg.facts.joinRaceCodes;
+    this.raceCodes = cfg.facts.expectedJoinErrors;
     this.token = null;
     this.refreshToken = null;
     this.userId = null;
@@ -70,9 +70,9 @@ export class Api {
     this.refreshAtMs = 0;
     this.ttlSource = null; // expiresIn | jwt | config | fallback
     const plain = { 'Content-Type': 'application/json' };
-    if (bypassToken) plain['X-RateLimit-Bypass-Token'] = bypassToken;
+    if (bypassToken) plain[cfg.facts.bypassHeader] = bypassToken;
     this.headers = Object.assign({ Authorization: '' }, plain);
-    this.wsHeaders = bypassToken ? { 'X-RateLimit-Bypass-Token': bypassToken } : {};
+    this.wsHeaders = bypassToken ? { [cfg.facts.bypassHeader]: bypassToken } : {};
     const p = (headers, name, extra) => Object.assign({ headers, tags: { name }, timeout: TIMEOUT }, extra || {});
     this.p = {
       login: p(plain, 'login'),

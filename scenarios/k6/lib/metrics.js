@@ -35,16 +35,11 @@ export const gameAborts = new Counter('game_aborts_total');
 export const wsErrors = new Counter('ws_errors_total');
 export const gamesCompleted = new Counter('games_completed_total');
 
-/** Every metric name this script emits (checked against PRODVAL_CONFIG facts.k6Metrics). */
-export const METRIC_NAMES = [
-  'req_errors', 'true_errors', 'status_401', 'status_429', 'server_available',
-  'contract_failures_total', 'id_lifecycle_mismatches_total', 'auth_token_expired_total',
-  'rate_limit_hit_total', 'capacity_failures_total', 'ws_connection_success', 'ws_message_latency',
-  'move_e2e_latency', 'move_stalled', 'ai_move_latency', 'games_active_delta', 'players_active_delta',
-  'game_shape_unformable_total', 'game_aborts_total', 'ws_errors_total', 'games_completed_total',
-  // k6 built-ins the script relies on
-  'http_req_duration', 'http_req_failed', 'http_reqs', 'ws_connecting', 'ws_sessions', 'iterations', 'vus',
-];
+/** The `name` tag of every HTTP request, and every Counter (checked against PRODVAL_CONFIG facts). */
+export const REQUEST_NAMES = ['login', 'refresh', 'game_create', 'game_list', 'game_join', 'game_state', 'game_leave'];
+const COUNTERS = [contractFailures, idLifecycleMismatches, authTokenExpired, rateLimitHits, capacityFailures,
+  gamesActiveDelta, playersActiveDelta, gameAborts, wsErrors, gamesCompleted, gameShapeUnformable];
+export const COUNTER_NAMES = COUNTERS.map((c) => c.name);
 
 /**
  * One 0 sample per counter, so every counter of the contract is in the summary (count 0)
@@ -52,8 +47,7 @@ export const METRIC_NAMES = [
  */
 export function emitZeroCounters() {
   setPhase();
-  [contractFailures, idLifecycleMismatches, authTokenExpired, rateLimitHits, capacityFailures, gamesActiveDelta,
-    playersActiveDelta, gameShapeUnformable, gameAborts, wsErrors, gamesCompleted].forEach((counter) => counter.add(0));
+  COUNTERS.forEach((counter) => counter.add(0));
 }
 
 // --- phase ---------------------------------------------------------------------------------
