@@ -209,7 +209,8 @@ def baseline(path: Path, t0_ms: float, steady: tuple[float, float], targets: dic
 
     import orjson
 
-    from pytest_prodval.rawreader import parse_time_ms, peak_concurrency, percentile
+    from pytest_prodval.concurrency import peak_concurrency
+    from pytest_prodval.rawreader import parse_time_ms, percentile
 
     cache: dict[bytes, float] = {}
     deltas: dict[str, list[tuple[float, float]]] = {"games": [], "players": []}

@@ -163,7 +163,7 @@ def _observe_server(criterion: Criterion, server: Any) -> tuple[float, int, str,
     """A value from the target's own metrics (servermetrics), scaled to the criterion's unit."""
     if server is None:
         raise NoData("the target's metrics were not scraped (no metrics_url or prometheus_url for this environment)")
-    from .servermetrics import observe
+    from .server_criteria import observe
 
     value, samples, noun, detail = observe(server, criterion)
     return value * criterion.scale, samples, noun, detail

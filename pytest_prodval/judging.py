@@ -35,6 +35,9 @@ def judge(
         if current is not None:
             report.criteria.append(criteria_mod.compare_to_baseline(current, pair, tolerance=tolerance))
     report.verdict = report.decide()
+    from .triage import annotate
+
+    annotate(report, metrics, server)
     return report
 
 

@@ -55,6 +55,11 @@ def k6_thresholds(criteria: list[Criterion]) -> dict[str, list[str]]:
         if criterion.samples_from is not None:
             # Denominators are rates; `rate>=0` always holds and makes k6 report the metric.
             thresholds.setdefault(criterion.samples_from.k6_name, ["rate>=0"])
+    # Per-request-name error classes for the triage hints (which endpoint failed, how).
+    # `rate>=0` always holds: these submetrics never fail k6's own verdict.
+    for name in facts.REQUEST_NAMES:
+        for metric in facts.TRIAGE_RATES:
+            thresholds.setdefault(f"{metric}{{name:{name}}}", ["rate>=0"])
     return thresholds
 
 
@@ -272,15 +277,18 @@ def run_scenario(session: ProdvalSession, scenario: Scenario, prepared: Prepared
     api_port = processes.free_loopback_port()
     argv = k6_command(prepared.k6_path, script, paths.raw, api_address=f"127.0.0.1:{api_port}")
     session.config.hook.pytest_prodval_before_k6(config=session.config, scenario=scenario, prepared=prepared, session=session)
-    scraper = session.start_server_metrics(prepared)
+    scraper = session.start_server_metrics(prepared, scenario)
     try:
         result = run_k6(argv, env=env, cwd=script.parent, log_path=paths.k6_log, timeout_s=duration + config["gracefulRampDownS"] + 120,
                         on_tick=Progress(session.config, scenario, settings.time_scale, api_port))
     finally:
-        server = session.stop_server_metrics(scraper, paths)
+        server_record = session.stop_server_metrics(scraper, paths)
     report.finished_at, report.k6_exit_code = utc_now_iso(), result.exit_code
     report.bypass = prepared.bypass
     data = read_run(paths, report, scenario, k6_problem=result.problem())
+    from .server_criteria import bind
+
+    server = bind(server_record, data.t0_ms, report.steady_window_s)
     reason = "; ".join(data.problems) if data.problems else None
     report.complete, report.incomplete_reason = reason is None, session.redactor.redact(reason) if reason else None
     session.judge(report, scenario, metrics=data.metrics, concurrency=report.concurrency, server=server)

@@ -41,7 +41,10 @@ def reevaluate(session: ProdvalSession, scenario: Scenario, path: Path) -> tuple
         digest = read_raw(raw, t0_ms=t0, steady=report.steady_window_s,
                           targets={"games": scenario.targets.games, "players": scenario.targets.players})
         report.concurrency = digest.concurrency
-    server = session.load_server_metrics(folder / f"{stem}_server_metrics.json")
+    from .server_criteria import bind
+
+    t0_ms = float((summary.get("setup_data") or {}).get("t0") or 0) or None
+    server = bind(session.load_server_metrics(folder / f"{stem}_server_metrics.json"), t0_ms, report.steady_window_s)
     report.profile = session.settings.profile or scenario.profile
     session.judge(report, scenario, metrics=summary["metrics"], concurrency=report.concurrency, server=server)
     return report, report_path

@@ -169,17 +169,18 @@ def resolve_pool_password(env: Mapping[str, str]) -> str:
     return seeder or pool or DEFAULT_POOL_PASSWORD
 
 
-PASSWORD_RULES = (
-    (lambda p: 8 <= len(p) <= 128, "8 to 128 characters"),
-    (lambda p: re.search(r"[a-z]", p) is not None, "a lower-case letter"),
-    (lambda p: re.search(r"[A-Z]", p) is not None, "an upper-case letter"),
-    (lambda p: re.search(r"[0-9]", p) is not None, "a digit"),
+# RingRift's RegisterSchema: (rule that must match, what it asks for).
+PASSWORD_RULES: tuple[tuple[str, str], ...] = (
+    (r"^.{8,128}$", "8 to 128 characters"),
+    (r"[a-z]", "a lower-case letter"),
+    (r"[A-Z]", "an upper-case letter"),
+    (r"[0-9]", "a digit"),
 )
 
 
 def check_password_policy(password: str) -> None:
     """RingRift's register rule, checked before any user is created; PreflightError naming the rule broken."""
-    broken = [rule for test, rule in PASSWORD_RULES if not test(password)]
+    broken = [rule for pattern, rule in PASSWORD_RULES if re.search(pattern, password, re.DOTALL) is None]
     if broken:
         raise PreflightError(
             f"the pool password breaks the target's password rule: it needs {', '.join(broken)} "

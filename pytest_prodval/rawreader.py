@@ -36,7 +36,9 @@ from typing import IO, Any
 
 from pydantic import BaseModel, Field
 
-from pytest_prodval.models import ConcurrencyMeasurement, SeriesPoint
+from .concurrency import levels_at, peak_concurrency
+from .facts import CONCURRENCY_DELTAS
+from .models import ConcurrencyMeasurement, SeriesPoint
 
 __all__ = [
     "DELTA_METRICS",
@@ -56,8 +58,8 @@ ERROR_CLASSES: dict[str, str] = {
     "contract_failures_total": "contract",
     "id_lifecycle_mismatches_total": "lifecycle",
 }
-# Lifecycle delta counters → concurrency kind.
-DELTA_METRICS: dict[str, str] = {"games_active_delta": "games", "players_active_delta": "players"}
+# Lifecycle delta counters → concurrency kind (one fact, shared with the k6 script).
+DELTA_METRICS: dict[str, str] = {metric: kind for kind, metric in CONCURRENCY_DELTAS.items()}
 
 _READ_SIZE = 1 << 22  # bytes of (decompressed) data per block
 _GZ_READ_SIZE = 1 << 20  # compressed bytes read at a time
@@ -161,77 +163,6 @@ def parse_time_ms(text: bytes | str, cache: dict[bytes, float] | None = None) ->
             raise ValueError(f"bad fractional seconds in {raw!r}")
         return base + float(frac) * 1000.0
     return base
-
-
-def peak_concurrency(
-    deltas: Iterable[tuple[float, float]], window: tuple[float, float] | None, target: int | None = None
-) -> ConcurrencyMeasurement:
-    """Sweep of lifecycle deltas `(time_ms, delta)` over `window` = (start_ms, end_ms).
-
-    `window` None means from the first to the last delta.
-    The deltas may come in any order (they are sorted here). The level at the window
-    start is the sum of every delta at or before it (games already running count);
-    deltas at the same instant are applied together (no zero-length spikes). Returns
-    the peak level in the window, its time-weighted mean, the share of the window at
-    or above `target` (None without a target) and `events` = the non-zero deltas at or
-    before the window end (those that shape the level in the window).
-    """
-    ordered = sorted((t, v) for t, v in deltas if v)
-    if window is None:
-        window = (ordered[0][0], ordered[-1][0]) if ordered else (0.0, 0.0)
-    start, end = window
-    if end < start:
-        raise ValueError(f"window ends before it starts: {window}")
-    level = 0.0
-    events = 0
-    i, n = 0, len(ordered)
-    while i < n and ordered[i][0] <= start:
-        level += ordered[i][1]
-        i += 1
-        events += 1
-    peak = level
-    area = 0.0
-    above = 0.0
-    last = start
-    while i < n and ordered[i][0] <= end:
-        t = ordered[i][0]
-        span = t - last
-        area += level * span
-        if target is not None and level >= target:
-            above += span
-        while i < n and ordered[i][0] == t:
-            level += ordered[i][1]
-            i += 1
-            events += 1
-        peak = max(peak, level)
-        last = t
-    span = end - last
-    area += level * span
-    if target is not None and level >= target:
-        above += span
-    length = end - start
-    if length > 0:
-        mean = area / length
-        share = above / length if target is not None else None
-    else:
-        mean = level
-        share = (1.0 if level >= target else 0.0) if target is not None else None
-    return ConcurrencyMeasurement(
-        peak=round(peak), time_weighted_mean=mean, share_at_or_above_target=share, target=target, events=events
-    )
-
-
-def _levels_at(deltas: list[tuple[float, float]], times: list[float]) -> list[int]:
-    """Running sum of `deltas` (sorted) at each of the ascending `times` (inclusive)."""
-    out: list[int] = []
-    level = 0.0
-    i, n = 0, len(deltas)
-    for t in times:
-        while i < n and deltas[i][0] <= t:
-            level += deltas[i][1]
-            i += 1
-        out.append(round(level))
-    return out
 
 
 # ---------------------------------------------------------------------------- input blocks
@@ -554,7 +485,7 @@ class _Pass:
         levels: dict[str, list[int] | None] = {}
         for kind in ("games", "players"):
             pairs = sorted_deltas.get(kind)
-            levels[kind] = _levels_at(pairs, ends) if pairs else None
+            levels[kind] = levels_at(pairs, ends) if pairs else None
         out: list[SeriesPoint] = []
         empty = _Bucket()
         for n, idx in enumerate(indexes):

@@ -312,7 +312,8 @@ class Catalogue(BaseModel):
 
 
 def expand_vars(text: str, env: Mapping[str, str]) -> str:
-    """Expand ${VAR} and ${VAR:-default}; a missing variable without default raises KeyError(VAR)."""
+    """Expand ${VAR} and ${VAR:-default} (defaults may nest: ${A:-${B}/metrics}); a missing
+    variable without default raises KeyError(VAR)."""
 
     def replace(match: re.Match[str]) -> str:
         name, default = match["name"], match["default"]
@@ -321,7 +322,12 @@ def expand_vars(text: str, env: Mapping[str, str]) -> str:
             raise KeyError(name)
         return value
 
-    return re.sub(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}", replace, text)
+    innermost = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}$]*))?\}")
+    while True:  # innermost first, so an outer default sees its inner variables expanded
+        expanded = innermost.sub(replace, text)
+        if expanded == text:
+            return expanded
+        text = expanded
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -436,7 +442,7 @@ def resolve_environment(env: Environment, variables: Mapping[str, str] | None = 
         if value is None:
             continue
         try:
-            updates[field] = expand_vars(value, variables).rstrip("/")
+            updates[field] = expand_vars(value, variables).rstrip("/") or None
         except KeyError as exc:
             raise ScenarioFileError(
                 f"environment {env.name!r}: {field} needs the variable {exc.args[0]} (e.g. export {exc.args[0]}=...)"

@@ -21,6 +21,7 @@ import pytest
 from . import preflight, terminal
 from .artifacts import RunPaths, load_report, timestamp, utc_now_iso, write_report
 from .bypass import BypassLease
+from .facts import BYPASS_TOKEN_VAR
 from .items import SESSION_KEY, CriterionItem, ScenarioFile
 from .judging import baseline_pairs, judge
 from .models import BypassRecord, SloReport
@@ -79,7 +80,7 @@ class ProdvalSession:
             self.password = preflight.resolve_pool_password(os.environ)
         except preflight.PreflightError:  # reported by the preflight, with its hint
             self.password = None
-        for secret in (self.password, self.admin_token, os.environ.get(preflight.BYPASS_TOKEN_VAR),
+        for secret in (self.password, self.admin_token, os.environ.get(BYPASS_TOKEN_VAR),
                        os.environ.get(preflight.SEEDER_PASSWORD_VAR), os.environ.get(preflight.POOL_PASSWORD_VAR)):
             self.redactor.add(secret)
 
@@ -254,23 +255,28 @@ class ProdvalSession:
 
     # -- the target's own metrics (docs/contract.md §4) ---------------------------------------
 
-    def start_server_metrics(self, prepared: Prepared) -> Any:
+    def start_server_metrics(self, prepared: Prepared, scenario: Scenario) -> Any:
         """Start scraping the target's metrics for a run (None when the environment has none)."""
-        from . import servermetrics
+        from . import server_criteria
 
-        return servermetrics.start_for_run(prepared, self.criteria_sources())
+        steady = scenario.steady_window_s(self.settings.time_scale)
+        span = (steady[1] - steady[0]) if steady else scenario.duration_s(self.settings.time_scale)
+        run = server_criteria.start(prepared, self.criteria_sources(), interval_s=max(1.0, min(5.0, span / 10)))
+        if run is not None and steady is not None:
+            run.mark_window(steady[0] + 1.0, steady[1] + 1.0)  # k6 starts its clock ~1 s after launch
+        return run
 
-    def stop_server_metrics(self, scraper: Any, paths: RunPaths) -> Any:
-        """Stop scraping; write the scrapes as an artifact; the data the criteria read."""
-        from . import servermetrics
+    def stop_server_metrics(self, run: Any, paths: RunPaths) -> Any:
+        """Stop scraping; the scrapes are an artifact; returns the record."""
+        from . import server_criteria
 
-        return servermetrics.stop_for_run(scraper, paths.server_metrics)
+        return server_criteria.stop(run, paths.server_metrics)
 
     def load_server_metrics(self, path: Path) -> Any:
-        """The server metrics of an earlier run (offline re-judge), or None."""
-        from . import servermetrics
+        """The server metrics record of an earlier run (offline re-judge), or None."""
+        from . import server_criteria
 
-        return servermetrics.load_for_run(path) if path.exists() else None
+        return server_criteria.load(path)
 
     def criteria_sources(self) -> set[str]:
         """Metric names the server-side criteria of the selected scenarios read."""
@@ -381,7 +387,7 @@ class ProdvalSession:
 def _uses_xdist(session: pytest.Session) -> bool:
     """Whether this controller distributes tests to xdist workers (then it runs no fixtures itself)."""
     try:
-        from xdist import is_xdist_controller
+        from xdist import is_xdist_controller  # type: ignore[import-untyped]
     except ImportError:
         return False
     return bool(is_xdist_controller(session))

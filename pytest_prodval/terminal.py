@@ -9,7 +9,7 @@ from .criteria import format_value
 from .models import overall_verdict
 
 if TYPE_CHECKING:
-    from .session import RunOutcome
+    from .sharing import RunOutcome
 
 _MARK = {"pass": "PASS", "fail": "FAIL", "error": "ERROR", "warn": "WARN"}
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from pytest_prodval import rawreader
-from pytest_prodval.rawreader import parse_time_ms, peak_concurrency, percentile, read_raw
+from pytest_prodval.concurrency import peak_concurrency
+from pytest_prodval.rawreader import parse_time_ms, percentile, read_raw
 
 T0 = 1_800_000_000_000.0  # epoch ms, whole second
 

@@ -1,0 +1,88 @@
+"""Triage hints that name the cause when the data shows it (plan §8, made specific).
+
+A criterion's own hint says where to look in general; when the run's data points at one
+endpoint, one limiter or one unformable game shape, the hint says so, with the numbers.
+Sources: k6's per-request-name submetrics (`req_errors{name:game_list}` …, see
+k6run.k6_thresholds) and, when scraped, the target's own metrics (limiter, path).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .facts import REQUEST_NAMES
+from .models import CriterionResult, SloReport
+
+# criterion -> (per-name rate, which value counts: "passes" = true samples, "fails" = false ones)
+_PER_NAME = {
+    "failed_requests_rate": ("req_errors", "passes", "failed"),
+    "true_error_rate": ("req_errors", "passes", "failed"),
+    "http_429_rate": ("status_429", "passes", "answered 429"),
+    "http_401_rate": ("status_401", "passes", "answered 401"),
+    "availability": ("server_available", "fails", "answered 5xx or not at all"),
+}
+
+
+def _by_name(metrics: Mapping[str, Any], rate: str, side: str) -> list[tuple[str, int, int]]:
+    """(request name, counted, total) per request name, most counted first."""
+    rows = []
+    for name in REQUEST_NAMES:
+        entry = metrics.get(f"{rate}{{name:{name}}}")
+        if not entry:
+            continue
+        values = entry.get("values", {})
+        total = int(values.get("passes", 0)) + int(values.get("fails", 0))
+        counted = int(values.get(side, 0))
+        if counted:
+            rows.append((name, counted, total))
+    return sorted(rows, key=lambda row: -row[1])
+
+
+def _counter(metrics: Mapping[str, Any], name: str) -> int:
+    entry = metrics.get(name) or {}
+    return int(entry.get("values", {}).get("count", 0))
+
+
+def causes(result: CriterionResult, metrics: Mapping[str, Any] | None, server: Any) -> list[str]:
+    """What the data says about why `result` did not hold (empty when it says nothing)."""
+    found: list[str] = []
+    if metrics is None:
+        return found
+    spec = _PER_NAME.get(result.name)
+    if spec is not None:
+        rate, side, what = spec
+        rows = _by_name(metrics, rate, side)
+        if rows:
+            shown = ", ".join(f"{name} {counted:,} of {total:,} ({counted / total:.0%})" for name, counted, total in rows[:3])
+            found.append(f"requests that {what}, by endpoint: {shown}")
+    if result.name == "http_429_rate" and server is not None:
+        from .server_criteria import breakdown
+
+        limiters = breakdown(server, "ringrift_rate_limit_hits_total", ("limiter", "endpoint"))
+        if limiters:
+            found.append("the server's limiters: " + ", ".join(f"{'/'.join(k)} {v:,.0f}" for k, v in limiters[:3]))
+    if result.name in ("failed_requests_rate", "true_error_rate", "availability") and server is not None:
+        from .server_criteria import breakdown
+
+        paths = breakdown(server, "http_requests_total{status:5xx}", ("path", "status"))
+        if paths:
+            found.append("5xx by the server's own count: " + ", ".join(f"{' '.join(k)} {v:,.0f}" for k, v in paths[:3]))
+    if result.name in ("concurrent_games", "concurrent_players"):
+        unformable = _counter(metrics, "game_shape_unformable_total")
+        if unformable:
+            found.append(f"{unformable:,} games could not be formed (game_shape_formed): the target refused the shape")
+    return found
+
+
+def annotate(report: SloReport, metrics: Mapping[str, Any] | None, server: Any) -> None:
+    """Add the data's causes to the hints of criteria that failed or errored."""
+    for result in report.criteria:
+        if result.verdict not in ("fail", "warn", "error"):
+            continue
+        try:
+            found = causes(result, metrics, server)
+        except Exception:  # a hint must never break judging
+            continue
+        if found:
+            result.hint = f"{'; '.join(found)}. {result.hint or ''}".strip()
