@@ -47,8 +47,8 @@ def k6_thresholds(criteria: list[Criterion]) -> dict[str, list[str]]:
     """
     thresholds: dict[str, list[str]] = {}
     for criterion in criteria:
-        if criterion.metric.name in CONCURRENCY_METRICS:
-            continue  # computed by the plugin from the raw output
+        if criterion.metric.name in CONCURRENCY_METRICS or criterion.source != "k6":
+            continue  # computed by the plugin from the raw output, or from the target's own metrics
         expressions = thresholds.setdefault(criterion.metric.k6_name, [])
         if criterion.expression_text not in expressions:
             expressions.append(criterion.expression_text)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from . import hookspecs, terminal
+from . import hookspecs
 from .facts import BYPASS_TOKEN_VAR
 from .fixtures import (  # noqa: F401 (fixtures of the entry-point module)
     prodval_bypass, prodval_pool, prodval_preflight, prodval_run, prodval_session, prodval_settings, prodval_target,

@@ -60,8 +60,13 @@ class Progress:
         self.last = elapsed
         text = self.line(elapsed, self.snapshot())
         if self.capture is None:
-            self.reporter.write_line(text)
+            self._write(text)
             return
         # k6 runs inside a test's setup, where pytest captures fd 1: step outside the capture.
         with self.capture.global_and_fixture_disabled():
-            self.reporter.write_line(text)
+            self._write(text)
+
+    def _write(self, text: str) -> None:
+        assert self.reporter is not None
+        self.reporter.ensure_newline()  # never glued to a half-written line (-v, --setup-show)
+        self.reporter.write_line(text)

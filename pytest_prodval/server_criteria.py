@@ -11,7 +11,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from .scenarios import Criterion
 from .servermetrics import (

@@ -31,9 +31,7 @@ from __future__ import annotations
 import bisect
 import difflib
 import math
-import os
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -133,16 +131,11 @@ class ServerMetricsRecord(BaseModel):
 
 
 def save_record(record: ServerMetricsRecord, path: str | Path) -> Path:
-    """Write the record as JSON, atomically (a reader never sees half a file)."""
+    """Write the record as JSON, atomically (a reader never sees half a file), honouring the umask."""
+    from .artifacts import write_atomic
+
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(record.model_dump_json())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(target, record.model_dump_json())
     return target
 
 
