@@ -1,61 +1,72 @@
-"""The k6 script `scenarios/k6/game.js` (design.md §2), run by the real k6 against the local stack."""
+"""The k6 script `scenarios/k6/game.js` (docs/contract.md §6), run by the real k6 against the reference stack.
+
+The stack speaks RingRift's API (REST + Socket.IO v4), so these runs exercise the same code
+paths as a run against RingRift: Engine.IO framing, join_game, player_move_by_id from
+validMoves, lobby events, the game-shape rule and the bypass header.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from pytest_prodval import facts
 from pytest_prodval.refstack.launcher import LocalStack
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scenarios" / "k6" / "game.js"
 PASSWORD = "k6-script-test-Pass-1"
 PREFIX, DOMAIN = "loadtest_k6t_", "loadtest.local"
-HTTP_NAMES = {"login", "refresh", "game_create", "game_list", "game_join", "game_state"}
+BYPASS_TOKEN = "k6-script-test-bypass-token-0123456789"
 PHASES = {"ramp", "steady", "rampdown"}
 CONTRACT_METRICS = [
     "req_errors", "true_errors", "status_401", "status_429", "server_available",
     "contract_failures_total", "id_lifecycle_mismatches_total", "auth_token_expired_total",
     "rate_limit_hit_total", "capacity_failures_total", "http_req_duration", "ws_connecting",
-    "ws_connection_success", "ws_message_latency", "move_e2e_latency", "move_server_processing",
-    "move_stalled", "ai_move_latency", "ai_fallback", "games_active_delta", "players_active_delta",
+    "ws_connection_success", "ws_message_latency", "move_e2e_latency", "move_stalled", "ai_move_latency",
+    "games_active_delta", "players_active_delta", "game_shape_unformable_total",
+    "game_aborts_total", "ws_errors_total", "games_completed_total",
 ]
+GONE_METRICS = ["move_server_processing", "ai_fallback"]  # RingRift sends neither (contract §6)
 ZERO_COUNTERS = ["contract_failures_total", "id_lifecycle_mismatches_total", "auth_token_expired_total",
-                 "rate_limit_hit_total", "capacity_failures_total"]
+                 "rate_limit_hit_total", "capacity_failures_total", "game_shape_unformable_total"]
+JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.")
 
 pytestmark = pytest.mark.skipif(shutil.which("k6") is None, reason="k6 is not installed")
 
 
 # -- helpers ----------------------------------------------------------------------------------
 
-def config(tmp_path: Path, *, base_url: str = "http://127.0.0.1:9", ws_url: str = "ws://127.0.0.1:9/ws",
-           **overrides: Any) -> dict[str, Any]:
-    """A PRODVAL_CONFIG; `overrides` replace top-level keys (nested dicts are merged)."""
+def config(tmp_path: Path, *, base_url: str = "http://127.0.0.1:9",
+           ws_url: str = "ws://127.0.0.1:9/socket.io/?EIO=4&transport=websocket", **overrides: Any) -> dict[str, Any]:
+    """A PRODVAL_CONFIG of contract §6; `overrides` replace top-level keys (nested dicts are merged)."""
     cfg: dict[str, Any] = {
         "scenarioId": "K6_SCRIPT_TEST", "baseUrl": base_url, "wsUrl": ws_url, "aiServiceUrl": None,
         "stages": [{"duration": "2s", "target": 6}, {"duration": "8s", "target": 6}, {"duration": "2s", "target": 0}],
         "steady": {"startS": 2.0, "endS": 10.0},
-        "gracefulRampDownS": 6,
-        "game": {"board": "square8", "playersPerGame": 3, "aiSeats": 1, "movesPerGame": 10, "thinkTimeMs": 150,
-                 "stallMs": 2000},
-        "pool": {"prefix": PREFIX, "domain": DOMAIN, "size": 10},
+        "gracefulRampDownS": 4,
+        "game": {"boardType": "square8", "playersPerGame": 3, "aiSeats": 1, "aiDifficulty": 2, "movesPerGame": 30,
+                 "thinkTimeMs": 100, "stallMs": 2000,
+                 "timeControl": {"type": "rapid", "initialTime": 600, "increment": 0}},
+        "pool": {"prefix": PREFIX, "domain": DOMAIN, "size": 12, "emailFormat": f"{PREFIX}{{n}}@{DOMAIN}"},
         "auth": {"tokenTtlS": None, "refreshWindowS": 60},
-        "wsCompanion": {"enabled": True, "vus": 2, "pingIntervalMs": 500, "durationS": 12},
+        "wsCompanion": {"enabled": True, "vus": 2, "pingIntervalMs": 250, "durationS": 12},
         "thresholds": {"req_errors{phase:steady}": ["rate<0.01"], "move_e2e_latency{phase:steady}": ["p(95)<1000"],
                        "ai_move_latency{phase:steady}": ["p(95)<1500"], "ws_connection_success": ["rate>=0.99"]},
-        "summaryTrendStats": ["avg", "min", "med", "max", "p(90)", "p(95)", "p(99)", "count"],
+        "summaryTrendStats": facts.SUMMARY_TREND_STATS,
         "summaryPath": str(tmp_path / "summary.json"),
+        "facts": facts.for_script(),
     }
     for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(cfg.get(key), dict) and key != "thresholds":
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict) and key not in ("thresholds", "facts"):
             cfg[key] = {**cfg[key], **value}
         else:
             cfg[key] = value
@@ -63,11 +74,11 @@ def config(tmp_path: Path, *, base_url: str = "http://127.0.0.1:9", ws_url: str 
 
 
 def run_k6(tmp_path: Path, cfg: dict[str, Any] | None, *args: str, password: str | None = PASSWORD,
-           extra_env: dict[str, str] | None = None, timeout: float = 45) -> subprocess.CompletedProcess[str]:
-    """`k6 run` the way the plugin runs it (design.md §2), bounded by `timeout`."""
+           extra_env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`k6 run` the way the plugin runs it (contract §6), bounded by `timeout`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("K6_")}
-    env.pop("PRODVAL_CONFIG", None)
-    env.pop("LOADTEST_USER_POOL_PASSWORD", None)
+    for name in ("PRODVAL_CONFIG", "LOADTEST_USER_POOL_PASSWORD", "RATE_LIMIT_BYPASS_TOKEN"):
+        env.pop(name, None)
     if cfg is not None:
         env["PRODVAL_CONFIG"] = json.dumps(cfg)
     if password is not None:
@@ -79,9 +90,12 @@ def run_k6(tmp_path: Path, cfg: dict[str, Any] | None, *args: str, password: str
 
 
 def seed(stack: LocalStack, count: int) -> None:
+    """Register pool users 1..count (RingRift's register body)."""
     with httpx.Client(base_url=stack.base_url, timeout=10) as client:
         for n in range(1, count + 1):
-            response = client.post("/api/auth/register", json={"email": f"{PREFIX}{n}@{DOMAIN}", "password": PASSWORD})
+            response = client.post("/api/auth/register", json={
+                "username": f"{PREFIX}{n}", "email": f"{PREFIX}{n}@{DOMAIN}",
+                "password": PASSWORD, "confirmPassword": PASSWORD})
             assert response.status_code in (201, 409), response.text
 
 
@@ -91,28 +105,60 @@ def stats(stack: LocalStack) -> dict[str, Any]:
     return data
 
 
-def points(raw: Path) -> Iterator[dict[str, Any]]:
-    with raw.open() as handle:
-        for line in handle:
+class Raw:
+    """What the raw NDJSON output holds: HTTP requests by (name, status), delta points, aborts."""
+
+    def __init__(self, path: Path) -> None:
+        self.requests: Counter[tuple[str, str]] = Counter()
+        self.deltas: dict[str, list[tuple[str, float]]] = {"games_active_delta": [], "players_active_delta": []}
+        self.aborts: Counter[str] = Counter()
+        self.steady_samples = 0
+        self.text = path.read_text()
+        for line in self.text.splitlines():
             record = json.loads(line)
-            if record["type"] == "Point":
-                yield record
+            if record["type"] != "Point":
+                continue
+            metric, data = record["metric"], record["data"]
+            tags = data["tags"] or {}
+            if metric in ("vus", "vus_max"):
+                continue
+            assert tags.get("phase") in PHASES, (metric, tags)
+            assert "url" not in tags
+            self.steady_samples += tags["phase"] == "steady"
+            if metric == "http_reqs":
+                assert tags["name"] in facts.REQUEST_NAMES, tags
+                self.requests[(tags["name"], tags["status"])] += 1
+            elif metric in self.deltas and data["value"] != 0:
+                self.deltas[metric].append((data["time"], data["value"]))
+            elif metric == "game_aborts_total" and data["value"]:
+                self.aborts[tags["reason"]] += int(data["value"])
+
+    def count(self, name: str, status: str | None = None) -> int:
+        return sum(n for (nm, st), n in self.requests.items() if nm == name and (status is None or st == status))
+
+    def starts(self, metric: str = "games_active_delta") -> int:
+        return sum(1 for _, value in self.deltas[metric] if value > 0)
+
+    def running_sum(self, metric: str) -> tuple[float, float, float]:
+        """(minimum, peak, final) of the running sum of delta points ordered by time."""
+        total = low = peak = 0.0
+        for _, value in sorted(self.deltas[metric]):
+            total += value
+            low, peak = min(low, total), max(peak, total)
+        return low, peak, total
 
 
-def running_sum(samples: list[tuple[str, float]]) -> tuple[float, float, float]:
-    """(minimum, peak, final) of the running sum of delta points ordered by time."""
-    total = low = peak = 0.0
-    for _, value in sorted(samples):
-        total += value
-        low, peak = min(low, total), max(peak, total)
-    return low, peak, total
+def summary_values(tmp_path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    summary: dict[str, Any] = json.loads((tmp_path / "summary.json").read_text())
+    return summary, {name: metric["values"] for name, metric in summary["metrics"].items()}
 
 
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[LocalStack]:
-    with LocalStack(log_dir=tmp_path / "stack-logs") as running:
-        seed(running, 10)
-        yield running
+def assert_no_secrets(tmp_path: Path, *secrets: str) -> None:
+    for path in (tmp_path / "summary.json", tmp_path / "raw.json"):
+        text = path.read_text()
+        for secret in secrets:
+            assert secret not in text, path.name
+        assert not JWT.search(text), path.name  # no access token in setup data, tags or logs
 
 
 # -- fast: the script refuses bad input before any VU starts ----------------------------------
@@ -123,15 +169,35 @@ def test_missing_config_fails_fast(tmp_path: Path) -> None:
     assert "PRODVAL_CONFIG" in result.stderr and "not set" in result.stderr
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("{not json", "not valid JSON"),
-    ('{"scenarioId": "x"}', "baseUrl"),
+@pytest.mark.parametrize(("change", "message"), [
+    ({"baseUrl": None}, "baseUrl must be a non-empty string"),
+    ({"wsUrl": "ws://127.0.0.1:9/ws"}, "wsUrl must be the normalised Socket.IO URL"),
+    ({"game": {"board": "square8", "boardType": None}}, "game.board is the old key"),
+    ({"game": {"boardType": "chess"}}, "game.boardType must be one of square8, square19, hex8, hexagonal"),
+    ({"game": {"aiSeats": 3}}, "game.aiSeats must leave at least one human seat"),
+    ({"game": {"aiDifficulty": 11}}, "game.aiDifficulty must be a whole number from 1 to 10"),
+    ({"game": {"timeControl": {"type": "rapid", "initialTime": 30, "increment": 0}}},
+     "game.timeControl.initialTime must be a whole number from 60 to 7200"),
+    ({"game": {"timeControl": {"type": "bullet", "initialTime": 60, "increment": 0}}},
+     "game.timeControl.type must be one of blitz, rapid, classical"),
+    ({"pool": {"emailFormat": "loadtest@loadtest.local"}}, "pool.emailFormat must contain {n}"),
+    ({"facts": {**facts.for_script(), "counters": [*facts.COUNTERS, "no_such_total"]}},
+     "facts.counters and the k6 script disagree: no_such_total"),
+    ({"facts": {**facts.for_script(), "requestNames": ["login"]}}, "facts.requestNames and the k6 script disagree"),
 ])
-def test_invalid_config_fails_fast(tmp_path: Path, text: str, message: str) -> None:
-    env = {"PRODVAL_CONFIG": text}
-    result = run_k6(tmp_path, None, extra_env=env)
-    assert result.returncode == 107
+def test_invalid_config_fails_fast(tmp_path: Path, change: dict[str, Any], message: str) -> None:
+    cfg = config(tmp_path, **change)
+    if change.get("game", {}).get("boardType", "") is None:
+        del cfg["game"]["boardType"]
+    result = run_k6(tmp_path, cfg)
+    assert result.returncode == 107, result.stderr[-2000:]
     assert message in result.stderr
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_unparseable_config_fails_fast(tmp_path: Path) -> None:
+    result = run_k6(tmp_path, None, extra_env={"PRODVAL_CONFIG": "{not json"})
+    assert result.returncode == 107 and "not valid JSON" in result.stderr
 
 
 def test_bad_stages_and_missing_password_fail_fast(tmp_path: Path) -> None:
@@ -153,109 +219,159 @@ def test_env_cannot_replace_the_stages(tmp_path: Path) -> None:
     assert result.returncode == 107 and "K6_VUS" in result.stderr
 
 
-# -- slow: real load against the local stack ---------------------------------------------------
+# -- slow: real load against the reference stack -----------------------------------------------
 
 @pytest.mark.slow
-def test_players_and_companion_against_local_stack(tmp_path: Path, stack: LocalStack) -> None:
-    cfg = config(tmp_path, base_url=stack.base_url, ws_url=stack.ws_url)
-    result = run_k6(tmp_path, cfg)
+def test_players_and_companion_with_bypass_header(tmp_path: Path) -> None:
+    """3 players per game (2 humans + 1 AI), 6 VUs, companion; per-user limits so tight that only
+    the bypass header (sent on every request and the WS handshake) keeps the run free of 429s."""
+    env = {"RATE_LIMIT_BYPASS_ENABLED": "true", "RATE_LIMIT_BYPASS_TOKEN": BYPASS_TOKEN,
+           "RATE_LIMIT_BYPASS_USER_PATTERN": "^nobody@nowhere$"}
+    with LocalStack(log_dir=tmp_path / "stack-logs", faults={"user_rate_per_s": 0.2, "user_burst": 2}, env=env) as stack:
+        seed(stack, 12)
+        cfg = config(tmp_path, base_url=stack.base_url, ws_url=stack.ws_url)
+        result = run_k6(tmp_path, cfg, extra_env={"RATE_LIMIT_BYPASS_TOKEN": BYPASS_TOKEN})
+        server = stats(stack)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout == ""  # handleSummary: no text summary
-    server = stats(stack)
-
-    summary_text = (tmp_path / "summary.json").read_text()
-    raw_text = (tmp_path / "raw.json").read_text()
-    for text in (summary_text, raw_text):
-        assert PASSWORD not in text
-        assert "eyJ" not in text  # no JWT (tokens are never in setup data, tags or logs)
-    summary = json.loads(summary_text)
+    assert BYPASS_TOKEN not in result.stderr and PASSWORD not in result.stderr
+    assert_no_secrets(tmp_path, PASSWORD, BYPASS_TOKEN)
+    summary, values = summary_values(tmp_path)
     assert set(summary["setup_data"]) == {"t0"}
     metrics = summary["metrics"]
     missing = [name for name in CONTRACT_METRICS if name not in metrics]
     assert not missing, missing
+    assert not [name for name in GONE_METRICS if name in metrics]
     for name, threshold in [(n, t) for n, m in metrics.items() for t in m.get("thresholds", {}).values()]:
         assert threshold["ok"], name
 
-    values = {name: metric["values"] for name, metric in metrics.items()}
-    assert values["req_errors"]["passes"] == 0 and values["req_errors"]["fails"] > 50
-    assert values["true_errors"]["rate"] == 0
-    assert values["status_401"]["rate"] == 0 and values["status_429"]["rate"] == 0
-    assert values["server_available"]["rate"] == 1
+    raw = Raw(tmp_path / "raw.json")
+    assert raw.steady_samples > 0
+    assert values["req_errors"]["passes"] == 0 and values["req_errors"]["fails"] > 30
+    assert values["true_errors"]["rate"] == 0 and values["server_available"]["rate"] == 1
+    assert values["status_401"]["passes"] == 0 and values["status_429"]["passes"] == 0
     for name in ZERO_COUNTERS:
         assert values[name]["count"] == 0, name
-    assert values["http_req_failed"]["passes"] == 0  # k6's own view agrees (409 on join is expected)
+    # k6's own view agrees: a join's 400 GAME_FULL race answer is expected, not failed.
+    assert values["http_req_failed"]["passes"] == 0
+    assert all(status in ("200", "201") or (name, status) == ("game_join", "400") for name, status in raw.requests)
+    assert {name for name, _ in raw.requests} >= {"login", "game_create", "game_list", "game_join", "game_state",
+                                                  "game_leave"}
     assert values["ws_connection_success"]["rate"] == 1
-    assert values["ws_connection_success"]["passes"] >= 2 + server["finishedGames"]
-    assert values["ws_message_latency"]["count"] >= 2 * 5  # two companions, ~2 pings/s for ~12 s
+    assert values["ws_message_latency"]["count"] >= 2 * 20  # two companions, 4 pings/s for ~11 s
     human_moves = values["move_e2e_latency"]["count"]
     assert human_moves > 20
-    assert values["move_server_processing"]["count"] == human_moves
+    assert values["move_stalled"]["passes"] + values["move_stalled"]["fails"] == human_moves
     assert values["move_stalled"]["rate"] <= 0.05
-    # AI moves are measured once each, by the human who moved last.
-    ai_moves = values["ai_move_latency"]["count"]
-    assert 0.8 * server["aiMoves"] <= ai_moves <= server["aiMoves"]
-    assert values["ai_fallback"]["passes"] + values["ai_fallback"]["fails"] == ai_moves
     assert human_moves <= server["movesTotal"] - server["aiMoves"]
+    # AI moves are measured once each, by the lowest-numbered human seat of each game.
+    ai_moves = values["ai_move_latency"]["count"]
+    assert 0.6 * server["aiMoves"] <= ai_moves <= server["aiMoves"], (ai_moves, server["aiMoves"])
     assert values["ai_move_latency"]["p(95)"] < 1500
 
-    http_names: Counter[tuple[str, str]] = Counter()
-    deltas: dict[str, list[tuple[str, float]]] = {"games_active_delta": [], "players_active_delta": []}
-    steady_samples = 0
-    for point in points(tmp_path / "raw.json"):
-        metric, data = point["metric"], point["data"]
-        tags = data["tags"] or {}
-        if metric in ("vus", "vus_max"):
-            continue
-        assert tags.get("phase") in PHASES, (metric, tags)
-        assert "url" not in tags
-        steady_samples += tags["phase"] == "steady"
-        if metric == "http_reqs":
-            assert tags["name"] in HTTP_NAMES
-            http_names[(tags["name"], tags["status"])] += 1
-        if metric in deltas:
-            deltas[metric].append((data["time"], data["value"]))
-    assert steady_samples > 0
-    assert {name for name, _ in http_names} >= {"login", "game_create", "game_list", "game_join", "game_state"}
-    assert all(status in ("200", "201") or (name, status) == ("game_join", "409") for name, status in http_names)
-
-    games_low, games_peak, games_final = running_sum(deltas["games_active_delta"])
-    players_low, players_peak, players_final = running_sum(deltas["players_active_delta"])
+    games_low, games_peak, games_final = raw.running_sum("games_active_delta")
+    players_low, players_peak, players_final = raw.running_sum("players_active_delta")
     assert games_low >= 0 and players_low >= 0
-    assert games_final == 0 and players_final == 0  # every started game was closed
+    assert games_final == 0 and players_final == 0  # every started game was closed (wind-down)
+    assert raw.starts() >= 3
     assert 2 <= games_peak <= 3  # 6 VUs, 2 humans per game
-    assert 6 <= players_peak <= 9  # 3 seats per game, one of them AI (added by the creator)
-    completed = values["games_completed_total"]["count"]  # counted by each human of a game
-    assert 2 * 2 <= completed <= 2 * server["finishedGames"]
+    assert 5 <= players_peak <= 9  # 3 seats per game, the AI seat added by the creator
+    assert set(raw.aborts) <= {"wind_down", "seat_lost", "cancelled", "fill_timeout"}, raw.aborts
 
 
 @pytest.mark.slow
-def test_lost_games_and_short_token_ttl(tmp_path: Path, stack: LocalStack) -> None:
-    stack.set_faults(lost_game_rate=1.0, token_ttl_s=3)
-    cfg = config(
-        tmp_path, base_url=stack.base_url, ws_url=stack.ws_url,
-        stages=[{"duration": "1s", "target": 4}, {"duration": "7s", "target": 4}, {"duration": "1s", "target": 0}],
-        steady={"startS": 1.0, "endS": 8.0}, gracefulRampDownS=3,
-        game={"playersPerGame": 2, "aiSeats": 0},
-        wsCompanion={"enabled": False}, thresholds={"id_lifecycle_mismatches_total": ["count==0"]},
-    )
-    result = run_k6(tmp_path, cfg)
-    assert result.returncode == 99, result.stderr[-3000:]  # the mismatch threshold failed, as it should
-    metrics = json.loads((tmp_path / "summary.json").read_text())["metrics"]
-    values = {name: metric["values"] for name, metric in metrics.items()}
-    assert not metrics["id_lifecycle_mismatches_total"]["thresholds"]["count==0"]["ok"]
+@pytest.mark.parametrize("fault", [False, True], ids=["refstack_rule", "ai_games_start_at_once"])
+def test_game_shape_unformable(tmp_path: Path, fault: bool) -> None:
+    """3 seats with 1 AI: on RingRift's rule the created game is active at once, so the second
+    human can never join: counted as unformable, left, backed off; the scenario is not changed."""
+    with LocalStack(log_dir=tmp_path / "stack-logs", faults={"ai_games_start_at_once": fault}) as stack:
+        seed(stack, 12)
+        cfg = config(tmp_path, base_url=stack.base_url, ws_url=stack.ws_url,
+                     stages=[{"duration": "1s", "target": 4}, {"duration": "6s", "target": 4},
+                             {"duration": "1s", "target": 0}],
+                     steady={"startS": 1.0, "endS": 7.0}, wsCompanion={"enabled": False}, thresholds={})
+        result = run_k6(tmp_path, cfg)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, values = summary_values(tmp_path)
+    raw = Raw(tmp_path / "raw.json")
+    unformable = values["game_shape_unformable_total"]["count"]
+    if not fault:
+        assert unformable == 0 and raw.starts() >= 1
+        return
+    assert unformable >= 4  # every VU tried at least once
+    assert raw.count("game_create", "201") == unformable  # each created game came back active
+    assert raw.count("game_leave", "200") == unformable  # and was left
+    assert raw.starts() == 0 and values.get("move_e2e_latency", {}).get("count", 0) == 0
+    assert values["req_errors"]["passes"] == 0 and values["contract_failures_total"]["count"] == 0
+    assert unformable <= 4 * 2  # backed off (5-10 s) instead of retrying at once
 
-    names: Counter[tuple[str, str]] = Counter()
-    for point in points(tmp_path / "raw.json"):
-        if point["metric"] == "http_reqs":
-            tags = point["data"]["tags"]
-            names[(tags["name"], tags["status"])] += 1
-    # Every created game was lost: the VU saw 404 for its own game, each one a mismatch.
+
+@pytest.mark.slow
+def test_list_route_500_and_lobby_matchmaking(tmp_path: Path) -> None:
+    """RingRift's list route answers 500 always: each failure is counted as what it is (tag
+    game_list), and multi-human games still form through lobby:game_created events."""
+    with LocalStack(log_dir=tmp_path / "stack-logs", faults={"route_500": ["game_list"]}) as stack:
+        seed(stack, 12)
+        cfg = config(tmp_path, base_url=stack.base_url, ws_url=stack.ws_url,
+                     game={"playersPerGame": 2, "aiSeats": 0}, wsCompanion={"enabled": False}, thresholds={})
+        result = run_k6(tmp_path, cfg)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, values = summary_values(tmp_path)
+    raw = Raw(tmp_path / "raw.json")
+    list_failures = raw.count("game_list", "500")
+    assert list_failures >= 6 and raw.count("game_list") == list_failures
+    assert values["capacity_failures_total"]["count"] == list_failures
+    assert values["true_errors"]["passes"] == list_failures
+    assert values["server_available"]["fails"] == list_failures
+    assert values["contract_failures_total"]["count"] == 0
+    assert values["http_req_failed"]["passes"] == list_failures
+    # Games formed anyway: joins of games announced in the lobby.
+    assert raw.count("game_join", "200") >= 3
+    assert raw.starts() >= 3
+    _, games_peak, games_final = raw.running_sum("games_active_delta")
+    assert games_peak >= 2 and games_final == 0
+    assert values["move_e2e_latency"]["count"] > 10
+
+
+@pytest.mark.slow
+def test_short_token_ttl_is_refreshed(tmp_path: Path) -> None:
+    """Tokens of 3 s are renewed before they expire (refresh answers carry no user/expiresIn)."""
+    with LocalStack(log_dir=tmp_path / "stack-logs", faults={"token_ttl_s": 3}) as stack:
+        seed(stack, 12)
+        cfg = config(tmp_path, base_url=stack.base_url, ws_url=stack.ws_url,
+                     stages=[{"duration": "1s", "target": 3}, {"duration": "8s", "target": 3},
+                             {"duration": "1s", "target": 0}],
+                     steady={"startS": 1.0, "endS": 9.0}, game={"playersPerGame": 2, "aiSeats": 1},
+                     wsCompanion={"enabled": False}, thresholds={})
+        result = run_k6(tmp_path, cfg)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, values = summary_values(tmp_path)
+    raw = Raw(tmp_path / "raw.json")
+    assert raw.count("refresh", "200") >= 4
+    assert raw.count("login") <= 3
+    assert values["status_401"]["passes"] == 0 and values["auth_token_expired_total"]["count"] == 0
+    assert values["contract_failures_total"]["count"] == 0 and values["req_errors"]["passes"] == 0
+    assert values["move_e2e_latency"]["count"] > 5
+
+
+@pytest.mark.slow
+def test_lost_games_are_id_lifecycle_mismatches(tmp_path: Path) -> None:
+    """A created game the server then does not know (404 GAME_NOT_FOUND) counts once per game."""
+    with LocalStack(log_dir=tmp_path / "stack-logs", faults={"lost_game_rate": 1.0}) as stack:
+        seed(stack, 12)
+        cfg = config(tmp_path, base_url=stack.base_url, ws_url=stack.ws_url,
+                     stages=[{"duration": "1s", "target": 3}, {"duration": "5s", "target": 3},
+                             {"duration": "1s", "target": 0}],
+                     steady={"startS": 1.0, "endS": 6.0}, game={"playersPerGame": 2, "aiSeats": 1},
+                     wsCompanion={"enabled": False}, thresholds={"id_lifecycle_mismatches_total": ["count==0"]})
+        result = run_k6(tmp_path, cfg)
+    assert result.returncode == 99, result.stderr[-3000:]  # the mismatch threshold failed, as it should
+    summary, values = summary_values(tmp_path)
+    assert not summary["metrics"]["id_lifecycle_mismatches_total"]["thresholds"]["count==0"]["ok"]
+    raw = Raw(tmp_path / "raw.json")
     mismatches = values["id_lifecycle_mismatches_total"]["count"]
-    assert mismatches > 4 and mismatches == names[("game_state", "404")]
+    assert mismatches >= 3 and mismatches == raw.count("game_state", "404")
+    assert mismatches == raw.aborts["lost_game"]
     assert values["contract_failures_total"]["count"] == 0
     assert values["true_errors"]["passes"] == mismatches
-    # Tokens of 3 s were renewed before they expired: refreshes, no 401.
-    assert names[("refresh", "200")] >= 4
-    assert names[("login", "200")] <= 4
-    assert values["status_401"]["passes"] == 0 and values["auth_token_expired_total"]["count"] == 0
-    assert values["games_active_delta"]["count"] == 0 and values["players_active_delta"]["count"] == 0
+    assert raw.starts() == 0

@@ -7,6 +7,7 @@ import { classify, parseBody, setPhase, wsConnectionSuccess } from './metrics.js
 
 const TIMEOUT = '15s';
 const FALLBACK_TTL_S = 300;
+const MAX_RETRY_AFTER_MS = 30000;
 // k6's http_req_failed for a join: a 400 is an expected race answer there (GAME_FULL, ...). The
 // body decides for req_errors; k6's callback sees only the status.
 const JOIN_EXPECTED = http.expectedStatuses({ min: 200, max: 299 }, 400);
@@ -69,6 +70,7 @@ export class Api {
     this.expiresAtMs = 0;
     this.refreshAtMs = 0;
     this.ttlSource = null; // expiresIn | jwt | config | fallback
+    this.retryAfterMs = 0;
     const plain = { 'Content-Type': 'application/json' };
     if (bypassToken) plain[cfg.facts.bypassHeader] = bypassToken;
     this.headers = Object.assign({ Authorization: '' }, plain);
@@ -133,6 +135,7 @@ export class Api {
       }
     }
     classify(status, false, data !== null, false);
+    this._after(status, res);
     if (data === null) {
       this.invalidate();
       return false;
@@ -174,8 +177,19 @@ export class Api {
     this._after(status);
   }
 
-  _after(status) {
+  _after(status, res) {
     if (status === 401) this.invalidate();
+    if (status === 429 && res) {
+      const seconds = parseFloat(res.headers['Retry-After']);
+      this.retryAfterMs = Math.min(MAX_RETRY_AFTER_MS, isFinite(seconds) && seconds > 0 ? seconds * 1000 : 1000);
+    }
+  }
+
+  /** How long to wait before the next try after a 429 (its Retry-After, at most 30 s), once; else `min`. */
+  backoffMs(min) {
+    const wait = Math.max(min, this.retryAfterMs);
+    this.retryAfterMs = 0;
+    return wait;
   }
 
   // -- games --------------------------------------------------------------------------------
@@ -188,7 +202,7 @@ export class Api {
     let games = body && isObj(body.data) && Array.isArray(body.data.games) ? body.data.games : null;
     if (games !== null && !games.every((g) => isObj(g) && typeof g.id === 'string')) games = null;
     classify(res.status, false, games !== null, false);
-    this._after(res.status);
+    this._after(res.status, res);
     return games;
   }
 
@@ -199,7 +213,7 @@ export class Api {
     const body = res.status === 201 || res.status === 200 ? parseBody(res) : null;
     const game = body && isObj(body.data) && validGame(body.data.game) ? body.data.game : null;
     classify(res.status, false, game !== null, false);
-    this._after(res.status);
+    this._after(res.status, res);
     return game;
   }
 
@@ -221,7 +235,7 @@ export class Api {
     }
     // A 404 here is about a game someone else announced: not this VU's game (no mismatch).
     classify(status, race, game !== null, false);
-    this._after(status);
+    this._after(status, res);
     return { status, joined: status >= 200 && status < 300, race, game };
   }
 
@@ -232,7 +246,7 @@ export class Api {
     const body = res.status === 200 ? parseBody(res) : null;
     const game = body && isObj(body.data) && validGame(body.data.game) ? body.data.game : null;
     classify(res.status, false, game !== null, own);
-    this._after(res.status);
+    this._after(res.status, res);
     return { status: res.status, game };
   }
 
@@ -243,7 +257,7 @@ export class Api {
     const ok = res.status >= 200 && res.status < 300;
     const body = ok ? parseBody(res) : null;
     classify(res.status, false, body !== null && body.success === true, own);
-    this._after(res.status);
+    this._after(res.status, res);
     return ok;
   }
 }

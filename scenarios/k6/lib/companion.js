@@ -37,7 +37,7 @@ export class Companion {
       return;
     }
     if (!this.api.ensureToken()) {
-      sleep(RETRY_S);
+      sleep(Math.min(this.api.backoffMs(RETRY_S * 1000), Math.max(0, endAt - Date.now())) / 1000);
       return;
     }
     const st = { sampled: false, connected: false, closing: false, opened: Date.now(), sent: [], socket: null };

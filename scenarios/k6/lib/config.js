@@ -74,8 +74,10 @@ function requireOneOf(parent, key, where, allowed) {
 }
 
 function requireIntRange(parent, key, where, min, max) {
-  const value = requireInt(parent, key, where, min);
-  if (value > max) fail(`${where}${key} must be a whole number from ${min} to ${max} (got ${value})`);
+  const value = parent[key];
+  if (typeof value !== 'number' || Math.floor(value) !== value || value < min || value > max) {
+    fail(`${where}${key} must be a whole number from ${min} to ${max} (got ${JSON.stringify(value)})`);
+  }
   return value;
 }
 

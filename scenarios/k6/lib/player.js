@@ -80,7 +80,7 @@ export class Player {
       return;
     }
     if (!this.api.ensureToken()) {
-      sleep((RETRY_MS / 1000) * (1 + Math.random()));
+      sleep(this.api.backoffMs(RETRY_MS * (1 + Math.random())) / 1000);
       return;
     }
     const s = {
@@ -355,7 +355,7 @@ export class Player {
 
   startMatch(s, now) {
     if (!this.api.ensureToken()) {
-      s.nextAt = now + RETRY_MS * (1 + Math.random());
+      s.nextAt = now + this.api.backoffMs(RETRY_MS * (1 + Math.random()));
       return;
     }
     if (this.humans === 1) {
@@ -402,7 +402,7 @@ export class Player {
     const now = Date.now();
     if (game === null) {
       s.mode = 'idle';
-      s.nextAt = now + RETRY_MS * (1 + Math.random());
+      s.nextAt = now + this.api.backoffMs(RETRY_MS * (1 + Math.random()));
       return;
     }
     if (this.aiSeats > 0 && this.humans > 1 && game.status === 'active') {
