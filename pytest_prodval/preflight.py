@@ -197,7 +197,7 @@ def check_pool_pattern(pattern: str, email: str) -> None:
                              check="bypass") from None
     if not matched:
         raise PreflightError(
-            f"the rate-limit bypass is on but its user pattern {pattern!r} does not match the pool e-mail {email!r}: "
+            f"the rate-limit bypass is on but its user pattern '{pattern}' does not match the pool e-mail '{email}': "
             "the server would rate limit every pool user", check="bypass", hint=HINT_PATTERN,
         )
 

@@ -1,0 +1,115 @@
+"""The run's steps are fixtures a user sees and overrides; settings are checked once, at start."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from pytest_prodval.artifacts import write_atomic
+from pytest_prodval.preflight import PreflightError, check_password_policy, check_pool_pattern
+from pytest_prodval.target import normalise_ws_url
+
+pytestmark = pytest.mark.usefixtures("scenarios_dir")
+
+DEAD_TARGET_CONFTEST = '''
+import pytest
+from pytest_prodval.target import Target
+
+@pytest.fixture(scope="session")
+def prodval_target():
+    """A target of the user's own: nothing listens on port 9 of 127.0.0.1."""
+    yield Target(base_url="http://127.0.0.1:9", ws_url="ws://127.0.0.1:9/socket.io/?EIO=4&transport=websocket")
+'''
+
+
+def test_setup_show_lists_the_steps_and_a_conftest_overrides_the_target(pytester: pytest.Pytester,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("STAGING_URL", "WS_URL", "AI_SERVICE_URL"):  # the environment's own, never used here
+        monkeypatch.setenv(name, "http://127.0.0.1:8")
+    pytester.makeconftest(DEAD_TARGET_CONFTEST)
+    result = pytester.runpytest("-m", "baseline", "--env", "staging", "--setup-show", "-k", "api_latency_p95",
+                                "-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    out = result.stdout.str()
+    for step in ("SETUP    S prodval_target", "SETUP    S prodval_preflight"):
+        assert step in out
+    # The user's target is the one preflighted: its port is in the error, and no stack was started.
+    assert "http://127.0.0.1:9/health" in out
+    assert "preflight (health) failed" in out
+
+
+def test_fixtures_are_documented(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--fixtures", "--env", "local", "-p", "no:cacheprovider")
+    out = result.stdout.str()
+    for name in ("prodval_target", "prodval_preflight", "prodval_pool", "prodval_bypass", "prodval_run"):
+        assert f"{name} " in out or f"{name}\n" in out
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("LOADTEST_USER_POOL_SIZE", "abc"),
+    ("LOADTEST_USER_POOL_SIZE", "0"),
+    ("LOADTEST_AUTH_TOKEN_TTL_S", "-5"),
+    ("LOADTEST_AUTH_REFRESH_WINDOW_S", "soon"),
+    ("PRODVAL_BYPASS_LEASE_S", "0"),
+    ("PRODVAL_LOCAL_FAULTS", "{not json"),
+    ("LOADTEST_USER_POOL_DOMAIN", "no domain"),
+])
+def test_a_bad_environment_variable_is_a_usage_error_naming_it(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
+                                                               name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    result = pytester.runpytest("-m", "baseline", "--env", "local", "--collect-only", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert name in result.stderr.str()
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+
+
+@pytest.mark.parametrize("spelling", ["two words", "equals"])
+@pytest.mark.parametrize("option", ["--prodval-results-dir", "--prodval-from-results"])
+def test_an_existing_folder_as_option_value_does_not_move_the_scenarios(pytester: pytest.Pytester, tmp_path: Path,
+                                                                        spelling: str, option: str) -> None:
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    args = [option, str(folder)] if spelling == "two words" else [f"{option}={folder}"]
+    result = pytester.runpytest("-m", "baseline", "--env", "local", "--collect-only", "-q", *args, "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()
+    result.stdout.fnmatch_lines(["*scenarios/baseline.toml::BCAP_STAGING_BASELINE_20G_60P::failed_requests_rate*"])
+
+
+def test_artifacts_honour_the_umask(tmp_path: Path) -> None:
+    path = tmp_path / "x_slo_report.json"
+    write_atomic(path, "{}")
+    mode = stat.S_IMODE(path.stat().st_mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask
+    assert mode & stat.S_IRGRP  # not the temporary file's private 0600 (with the usual umask 022)
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    ("ws://127.0.0.1:3101", "ws://127.0.0.1:3101/socket.io/?EIO=4&transport=websocket"),
+    ("ws://127.0.0.1:3101/", "ws://127.0.0.1:3101/socket.io/?EIO=4&transport=websocket"),
+    ("wss://staging.example.com/socket.io/?EIO=4&transport=websocket",
+     "wss://staging.example.com/socket.io/?EIO=4&transport=websocket"),
+    ("https://staging.example.com", "wss://staging.example.com/socket.io/?EIO=4&transport=websocket"),
+    ("ws://h:1/rt/socket.io", "ws://h:1/rt/socket.io/?EIO=4&transport=websocket"),
+])
+def test_one_websocket_url_for_preflight_and_k6(given: str, expected: str) -> None:
+    assert normalise_ws_url(given) == expected
+
+
+def test_the_password_rule_is_checked_before_anything_is_created() -> None:
+    check_password_policy("TestPassword123!")
+    with pytest.raises(PreflightError) as info:
+        check_password_policy("loadtest")
+    assert "an upper-case letter" in info.value.reason and "a digit" in info.value.reason
+    assert "loadtest" not in info.value.reason  # the password itself is never shown
+
+
+def test_a_bypass_pattern_that_misses_the_pool_is_a_preflight_error() -> None:
+    check_pool_pattern(r"loadtest.*@loadtest\.local", "loadtest_user_1@loadtest.local")
+    with pytest.raises(PreflightError) as info:  # RingRift's default pattern needs a dot after "loadtest"
+        check_pool_pattern(r"^loadtest\..+@loadtest\.local$", "loadtest_user_1@loadtest.local")
+    assert r"^loadtest\..+@loadtest\.local$" in info.value.reason and "loadtest_user_1@loadtest.local" in info.value.reason
