@@ -29,13 +29,11 @@ from .games import Game, Games, JoinError
 from .metrics import CONTENT_TYPE, Metrics
 from .play import Play
 from .ratelimit import Bypass, RateLimiter
+from .schema import Invalid, game_spec, limit, query_int
 from .security import Jwt, TokenError, User, Users, issue_tokens, registration_problem
 from .server import admin_refused, cli, error, faults_endpoint, health, is_admin, json_body, ok, serve
 from .sockets import Sockets, make_server
 
-BOARD_TYPES = ("square8", "square19", "hex8", "hexagonal")
-TIME_CONTROLS = ("blitz", "rapid", "classical")
-DEFAULT_TIME_CONTROL = {"type": "rapid", "initialTime": 600, "increment": 0}
 # Routes that error_5xx_rate and contract_violation_rate hit (not register, admin, health: seeding must work).
 FAULTY_ROUTES = frozenset({"login", "refresh", "game_create", "game_list", "game_join", "game_state", "game_leave"})
 # Charged per route on top of `api` / `apiAuthenticated`.
@@ -62,10 +60,6 @@ class Call:
         """The authenticated user (routes that require one)."""
         assert self.user is not None
         return self.user
-
-
-class Invalid(ValueError):
-    """A request body or query that breaks the schema: 400 VALIDATION_FAILED."""
 
 
 class Api:
@@ -184,7 +178,7 @@ class Api:
 
     async def create_game(self, call: Call) -> Response:
         """POST /api/games: the creator takes seat 1, AI opponents the last seats."""
-        spec = _game_spec(call.body)
+        spec = game_spec(call.body)
         if spec["ai_count"] and spec["is_rated"]:
             return error(400, "AI_GAMES_UNRATED", "games against AI opponents must set isRated: false")
         # A lost game is decided once, at creation, so every later GET/join agrees: 404.
@@ -197,20 +191,20 @@ class Api:
     async def lobby(self, call: Call) -> Response:
         """GET /api/games/lobby/available: public waiting games with a free seat, oldest first."""
         q = call.request.query_params
-        games = self.games.available(board_type=q.get("boardType") or None, max_players=_query_int(q, "maxPlayers"),
-                                     limit=_limit(q))
+        games = self.games.available(board_type=q.get("boardType") or None, max_players=query_int(q, "maxPlayers"),
+                                     limit=limit(q))
         return ok({"games": [g.public() for g in games]})
 
     async def my_games(self, call: Call) -> Response:
         """GET /api/games: the caller's games, newest first, paged."""
         q = call.request.query_params
-        limit, offset = _limit(q), _query_int(q, "offset") or 0
+        size, offset = limit(q), query_int(q, "offset") or 0
         games = self.games.of_user(call.me.id, status=q.get("status") or None, board_type=q.get("boardType") or None,
-                                   max_players=_query_int(q, "maxPlayers"))
-        page = games[offset:offset + limit]
+                                   max_players=query_int(q, "maxPlayers"))
+        page = games[offset:offset + size]
         return ok({"games": [g.public() for g in page],
-                   "pagination": {"total": len(games), "limit": limit, "offset": offset,
-                                  "hasMore": offset + limit < len(games)}})
+                   "pagination": {"total": len(games), "limit": size, "offset": offset,
+                                  "hasMore": offset + size < len(games)}})
 
     def _game(self, call: Call) -> Game | None:
         params = call.request.path_params
@@ -421,56 +415,6 @@ def template(request: Request) -> str:
 
 def _not_found() -> JSONResponse:
     return error(404, "GAME_NOT_FOUND", "Game not found")
-
-
-def _game_spec(body: dict[str, Any]) -> dict[str, Any]:
-    """The create-game body checked against RingRift's schema (Invalid names the field)."""
-    board = body.get("boardType", "square8")
-    if board not in BOARD_TYPES:
-        raise Invalid(f"boardType must be one of {', '.join(BOARD_TYPES)}")
-    tc = body.get("timeControl", DEFAULT_TIME_CONTROL)
-    if not isinstance(tc, dict) or tc.get("type") not in TIME_CONTROLS:
-        raise Invalid(f"timeControl.type must be one of {', '.join(TIME_CONTROLS)}")
-    initial, increment = _int(tc.get("initialTime"), 60, 7200, "timeControl.initialTime"), \
-        _int(tc.get("increment", 0), 0, 60, "timeControl.increment")
-    max_players = _int(body.get("maxPlayers", 2), 2, 4, "maxPlayers")
-    ai = body.get("aiOpponents") or {}
-    if not isinstance(ai, dict):
-        raise Invalid("aiOpponents must be an object {count, difficulty}")
-    count = _int(ai.get("count", 0), 0, min(3, max_players - 1), "aiOpponents.count")
-    difficulty = ai.get("difficulty", [5] * count)
-    if not isinstance(difficulty, list) or len(difficulty) != count:
-        raise Invalid("aiOpponents.difficulty must list one level (1-10) per AI opponent")
-    levels = [_int(d, 1, 10, "aiOpponents.difficulty[]") for d in difficulty]
-    flags = {}
-    for key, default in (("isRated", False), ("isPrivate", False)):
-        value = body.get(key, default)
-        if not isinstance(value, bool):
-            raise Invalid(f"{key} must be true or false")
-        flags[key] = value
-    return {"board_type": board, "max_players": max_players, "ai_count": count, "ai_difficulty": levels,
-            "time_control": {"type": tc["type"], "initialTime": initial, "increment": increment},
-            "is_rated": flags["isRated"], "is_private": flags["isPrivate"]}
-
-
-def _int(value: Any, low: int, high: int, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise Invalid(f"{name} must be an integer from {low} to {high}")
-    return value
-
-
-def _query_int(query: Any, key: str) -> int | None:
-    text = query.get(key)
-    if not text:
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise Invalid(f"{key} must be an integer") from None
-
-
-def _limit(query: Any) -> int:
-    return max(1, min(100, _query_int(query, "limit") or 20))
 
 
 def _break_contract(response: Response) -> Response:

@@ -265,6 +265,8 @@ class Play:
                                                     "playerNumber": seat.number}, room=game_room(game.id))
             return
         engine = game.engine
+        if engine is not None and engine.choice is not None and engine.current_player == seat.number:
+            self._choices.pop(engine.choice["id"], None)  # the resignation closes the leaver's open decision
         if engine is None or engine.resign(seat.number):
             # Over for everyone (an active game that never started can't go on either): the
             # leaver is still in the room, so it sees the game_over too.
