@@ -375,3 +375,25 @@ def test_lost_games_are_id_lifecycle_mismatches(tmp_path: Path) -> None:
     assert values["contract_failures_total"]["count"] == 0
     assert values["true_errors"]["passes"] == mismatches
     assert raw.starts() == 0
+
+
+@pytest.mark.slow
+def test_failed_logins_back_off(tmp_path: Path) -> None:
+    """A wrong pool password gives 401s, classified as such, and the VUs back off exponentially
+    instead of hammering the login (RingRift locks an account after a few failed logins)."""
+    with LocalStack(log_dir=tmp_path / "stack-logs") as stack:
+        seed(stack, 12)
+        cfg = config(tmp_path, base_url=stack.base_url, ws_url=stack.ws_url,
+                     stages=[{"duration": "1s", "target": 3}, {"duration": "8s", "target": 3},
+                             {"duration": "1s", "target": 0}],
+                     steady={"startS": 1.0, "endS": 9.0}, wsCompanion={"enabled": False}, thresholds={})
+        result = run_k6(tmp_path, cfg, password="Wrong-password-9")
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, values = summary_values(tmp_path)
+    raw = Raw(tmp_path / "raw.json")
+    failed = raw.count("login", "401")
+    assert failed == raw.count("login") and failed >= 3
+    assert failed <= 3 * 4  # 2 s, 4 s, 8 s … between tries: at most ~4 per VU in 10 s
+    assert values["auth_token_expired_total"]["count"] == failed
+    assert values["status_401"]["passes"] == failed and values["true_errors"]["passes"] == 0
+    assert values["contract_failures_total"]["count"] == 0

@@ -8,6 +8,7 @@ import { classify, parseBody, setPhase, wsConnectionSuccess } from './metrics.js
 const TIMEOUT = '15s';
 const FALLBACK_TTL_S = 300;
 const MAX_RETRY_AFTER_MS = 30000;
+const MAX_LOGIN_BACKOFF_MS = 60000;
 // k6's http_req_failed for a join: a 400 is an expected race answer there (GAME_FULL, ...). The
 // body decides for req_errors; k6's callback sees only the status.
 const JOIN_EXPECTED = http.expectedStatuses({ min: 200, max: 299 }, 400);
@@ -71,6 +72,8 @@ export class Api {
     this.refreshAtMs = 0;
     this.ttlSource = null; // expiresIn | jwt | config | fallback
     this.retryAfterMs = 0;
+    this.loginFailures = 0;
+    this.loginNotBeforeMs = 0;
     const plain = { 'Content-Type': 'application/json' };
     if (bypassToken) plain[cfg.facts.bypassHeader] = bypassToken;
     this.headers = Object.assign({ Authorization: '' }, plain);
@@ -94,6 +97,7 @@ export class Api {
     const now = Date.now();
     if (this.token !== null && now < this.refreshAtMs) return true;
     if (this.token !== null && this.refreshToken !== null && now < this.expiresAtMs && this.refresh()) return true;
+    if (now < this.loginNotBeforeMs) return false; // backing off after failed logins
     return this.login();
   }
 
@@ -111,7 +115,16 @@ export class Api {
   login() {
     setPhase();
     const res = http.post(`${this.base}/api/auth/login`, this.loginBody, this.p.login);
-    return this._takeTokens(res, true);
+    const ok = this._takeTokens(res, true);
+    // Failed logins in a row back off exponentially (2 s … 60 s): RingRift locks an account out
+    // after a few failed logins (429 AUTH_LOGIN_LOCKED_OUT), so a 401 storm must not hammer it.
+    this.loginFailures = ok ? 0 : this.loginFailures + 1;
+    if (!ok) {
+      const wait = Math.min(MAX_LOGIN_BACKOFF_MS, 1000 * Math.pow(2, Math.min(this.loginFailures, 6)));
+      this.retryAfterMs = Math.max(this.retryAfterMs, wait * (0.75 + 0.5 * Math.random()));
+      this.loginNotBeforeMs = Date.now() + this.retryAfterMs;
+    }
+    return ok;
   }
 
   refresh() {
@@ -185,7 +198,7 @@ export class Api {
     }
   }
 
-  /** How long to wait before the next try after a 429 (its Retry-After, at most 30 s), once; else `min`. */
+  /** How long to wait before the next try: a 429's Retry-After (≤ 30 s) or the login backoff, once; else `min`. */
   backoffMs(min) {
     const wait = Math.max(min, this.retryAfterMs);
     this.retryAfterMs = 0;
