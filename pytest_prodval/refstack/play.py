@@ -185,8 +185,10 @@ class Play:
     def check_move(self, game: Game, user_id: str, move_id: Any) -> dict[str, Any] | str:
         """The move `player_move_by_id` names, or why it is rejected."""
         engine, seat = game.engine, game.seat_of(user_id)
-        if game.status != "active" or engine is None or seat is None:
-            return f"game is {game.status} and not started" if seat else "not a player of this game"
+        if seat is None:
+            return "not a player of this game"
+        if game.status != "active" or engine is None:
+            return f"game is {game.status}" if game.status != "active" else "game has not started"
         if engine.current_player != seat.number:
             return f"not your turn (current player {engine.current_player})"
         move = engine.find(move_id) if isinstance(move_id, str) else None
@@ -232,7 +234,8 @@ class Play:
         """One AI turn through the AI service (or its fallback); `apply` starts the next one."""
         try:
             engine = game.engine
-            assert engine is not None
+            if game.status != "active" or engine is None or engine.current().type != "ai" or not engine.valid:
+                return  # the game ended (or moved on) between scheduling and running
             before = len(engine.history)
             move = await self.ai.choose(engine, engine.current(), engine.state(game.status))
             stale = game.status != "active" or len(engine.history) != before or engine.find(move["id"]) is None
