@@ -578,6 +578,24 @@ def test_ai_faults_make_the_api_fall_back_and_count_why(stack: LocalStack, api: 
     assert metric(stack, "ringrift_ai_requests_total", outcome="fallback") == fallbacks + 1
 
 
+def test_an_ai_answer_for_a_game_that_ended_meanwhile_is_dropped(stack: LocalStack, api: httpx.Client) -> None:
+    stack.set_ai_faults(ai_latency_ms=300)
+    player = Player(api)
+    game = create(api, player)
+    fallbacks = metric(stack, "ringrift_ai_requests_total", outcome="fallback")
+    with ExitStack() as exits:
+        socket_ = sio(stack, exits, player)
+        socket_.emit("join_game", {"gameId": game["id"]})
+        socket_.emit("player_move_by_id", {"gameId": game["id"], "moveId": socket_.state()["validMoves"][0]["id"]})
+        socket_.state(lambda d: d["gameState"]["currentPlayer"] == 2)  # the AI is thinking now
+        api.post(f"/api/games/{game['id']}/leave", headers=player.headers)
+        over = socket_.wait("game_over")["data"]
+        time.sleep(0.5)
+    final = api.get(f"/api/games/{game['id']}", headers=player.headers).json()["data"]["game"]
+    assert final["status"] == "completed" and len(over["gameState"]["moveHistory"]) == 1
+    assert metric(stack, "ringrift_ai_requests_total", outcome="fallback") == fallbacks
+
+
 def test_game_length_ends_a_game_naturally(stack: LocalStack, api: httpx.Client) -> None:
     stack.set_faults(game_length_moves=6)
     player = Player(api)
