@@ -40,6 +40,7 @@ class ScenarioVerdict(BaseModel):
     timestamp: str
     verdict: RunVerdict
     complete: bool = True
+    incomplete_reason: str | None = None
     failed: list[FailedCriterion] = Field(default_factory=list)
     report_file: str
 
@@ -91,6 +92,7 @@ def _scenario(report: SloReport, file: Path) -> ScenarioVerdict:
     # Decide again rather than trust the stored field: an edited or old file cannot claim GO.
     return ScenarioVerdict(scenario_id=report.scenario_id, env=report.env, profile=report.profile,
                            timestamp=report.timestamp, verdict=report.decide(), complete=report.complete,
+                           incomplete_reason=report.incomplete_reason,
                            failed=failed, report_file=file.name)
 
 
@@ -108,8 +110,13 @@ def format_table(result: GoNoGo) -> list[str]:
     for s, row in zip(result.scenarios, rows, strict=True):
         lines.append("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
         if not s.complete:
-            lines.append("    run incomplete: it cannot gate a release")
+            lines.append(f"    run incomplete, it cannot gate a release: {s.incomplete_reason or 'see its report'}")
+            errored = [c.name for c in s.failed if c.verdict == "error"]
+            if errored:  # the reason above is theirs: name them, do not repeat it per criterion
+                lines.append(f"    ERROR {len(errored)} criteria: {', '.join(errored)}")
         for c in s.failed:
+            if not s.complete and c.verdict == "error":
+                continue
             observed = format_value(c.observed, c.unit)
             lines.append(f"    {c.verdict.upper():<5} {c.name}: {observed} vs {c.expression}"
                          + (f" ({c.message})" if c.verdict == "error" and c.message else ""))

@@ -248,17 +248,19 @@ def check_bypass_reaches_pool(prepared: Any, settings: Any, password: str) -> No
         check_pool_pattern(settings.bypass_pattern, settings.pool.email(1))
 
 
-def limit_probe(prepared: Any, target: Any, email: str, password: str) -> Any:
+def limit_probe(prepared: Any, target: Any, email: str, password: str, *, with_token: bool = True) -> Any:
     """A check "is pool user 1 rate limited right now?" for the bypass lease (None: cannot tell).
 
     RingRift sets `X-RateLimit-Remaining` on every request a limiter counted and none on a
     bypassed one, so one authenticated GET answers without load and without creating
-    anything (a game id that does not exist answers 404).
+    anything (a game id that does not exist answers 404). `with_token`: send the bypass
+    header as k6 does (the check before the run); without it (after the run) the answer
+    says whether pool users are still bypassed by their e-mail.
     """
     import os
 
     def probe() -> bool | None:
-        headers = bypass_headers(os.environ)
+        headers = bypass_headers(os.environ) if with_token else {}
         try:
             with httpx.Client(timeout=10) as client:
                 token = login(client, target.base_url, email, password)["accessToken"]

@@ -145,6 +145,7 @@ class ProdvalSession:
             return
         lease = BypassLease(controller, pattern=self.settings.bypass_pattern, lease_s=self.settings.bypass_lease_s)
         probe = preflight.limit_probe(prepared, target, self.pool.email(1), self.password or "")
+        probe_after = preflight.limit_probe(prepared, target, self.pool.email(1), self.password or "", with_token=False)
         with lease:
             lease.verify_on(probe)
             prepared.bypass = lease.to_record()
@@ -152,7 +153,7 @@ class ProdvalSession:
                 yield prepared.bypass
             finally:
                 lease.__exit__(None, None, None)
-                lease.verify_off(probe)
+                lease.verify_off(probe_after)
                 prepared.bypass = lease.to_record()
                 for outcome in self.runs.local.values():  # the reports say when it went off
                     if outcome.report is not None and outcome.report_path:

@@ -28,7 +28,7 @@ from .faults import ApiFaults, FaultError
 from .games import Game, Games, JoinError
 from .metrics import CONTENT_TYPE, Metrics
 from .play import Play
-from .ratelimit import Bypass, RateLimiter
+from .ratelimit import Bypass, Counted, RateLimiter
 from .schema import Invalid, game_spec, limit, query_int
 from .security import Jwt, TokenError, User, Users, issue_tokens, registration_problem
 from .server import admin_refused, cli, error, faults_endpoint, health, is_admin, json_body, ok, serve
@@ -101,7 +101,8 @@ class Api:
                                          ip=ip, user=user.id if user else login_key,
                                          token=request.headers.get("x-ratelimit-bypass-token"),
                                          email=user.email if user else None)
-            if limited is not None:
+            counted = limited if isinstance(limited, Counted) else None
+            if limited is not None and not isinstance(limited, Counted):
                 refused = error(429, "RATE_LIMITED", "Too many requests, please try again later",
                                  retryAfter=limited.retry_after_s)
                 refused.headers["Retry-After"] = str(limited.retry_after_s)
@@ -118,7 +119,10 @@ class Api:
             except Invalid as exc:
                 return error(400, "VALIDATION_FAILED", str(exc))
             if name in FAULTY_ROUTES and response.status_code < 300 and ApiFaults.roll(self.faults.contract_violation_rate):
-                return _break_contract(response)
+                response = _break_contract(response)
+            if counted is not None:  # like RingRift's setRateLimitHeaders: only on counted requests
+                response.headers["X-RateLimit-Limit"] = str(counted.limit)
+                response.headers["X-RateLimit-Remaining"] = str(counted.remaining)
             return response
 
         return endpoint

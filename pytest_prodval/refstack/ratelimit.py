@@ -46,6 +46,10 @@ class Buckets:
         self._state[key] = (tokens - 1.0, now)
         return 0.0
 
+    def remaining(self, key: str) -> int:
+        """Whole tokens left in a bucket (after the last take)."""
+        return int(self._state.get(key, (0.0, 0.0))[0])
+
     def prune(self, idle_s: float = 300.0) -> None:
         """Forget buckets not touched for a while (they would be full again anyway)."""
         cutoff = time.monotonic() - idle_s
@@ -106,6 +110,15 @@ class Bypass:
 
 
 @dataclasses.dataclass
+class Counted:
+    """An allowed request that a limiter counted: RingRift then sets X-RateLimit-Limit/-Remaining
+    (a bypassed request gets none, which is how a client can tell it is bypassed)."""
+
+    limit: int
+    remaining: int
+
+
+@dataclasses.dataclass
 class Limited:
     """A refused request: which limiter said no and when to retry."""
 
@@ -124,22 +137,27 @@ class RateLimiter:
         self.limited = 0
 
     def check(self, limiters: tuple[str, ...], *, endpoint: str, ip: str | None, user: str | None,
-              token: str | None, email: str | None) -> Limited | None:
-        """Charge one request to each limiter in turn; the first that refuses answers (None: allowed)."""
+              token: str | None, email: str | None) -> Limited | Counted | None:
+        """Charge one request to each limiter in turn; the first that refuses answers.
+
+        Counted: allowed, and the last limiter that counted it (for the headers); None: no limiter counted it.
+        """
         bypassed = self.bypass.covers(token=token, email=email)
         f = self.faults
+        counted: Counted | None = None
         for name in limiters:
             if bypassed and name not in f.unbypassed_limiters:
                 continue
             key = ip if LIMITERS[name] == "ip" else user
             if key is None:
                 continue
-            if LIMITERS[name] == "ip":
-                wait = self.buckets.take(f"{name}:{key}", f.ip_rate_per_s, f.ip_burst)
-            else:
-                wait = self.buckets.take(f"{name}:{key.lower()}", f.user_rate_per_s, f.user_burst)
+            bucket = f"{name}:{key}" if LIMITERS[name] == "ip" else f"{name}:{key.lower()}"
+            burst = f.ip_burst if LIMITERS[name] == "ip" else f.user_burst
+            rate = f.ip_rate_per_s if LIMITERS[name] == "ip" else f.user_rate_per_s
+            wait = self.buckets.take(bucket, rate, burst)
             if wait > 0:
                 self.limited += 1
                 self.metrics.rate_limit_hits.labels(endpoint=endpoint, limiter=name).inc()
                 return Limited(name, max(1, math.ceil(wait)))
-        return None
+            counted = Counted(burst, self.buckets.remaining(bucket))
+        return counted

@@ -16,7 +16,7 @@ import socketio  # type: ignore[import-untyped]
 from .faults import ApiFaults
 from .games import Game, Games
 from .play import LOBBY, Play, Session, error_event, user_room
-from .ratelimit import RateLimiter
+from .ratelimit import Limited, RateLimiter
 from .security import Jwt, TokenError, Users
 
 DIAGNOSTIC_LIMIT = 60  # diagnostic:ping per socket ...
@@ -77,7 +77,7 @@ class Sockets:
         bypass_token = environ.get("HTTP_X_RATELIMIT_BYPASS_TOKEN")
         limited = self.limiter.check(("websocket",), endpoint="websocket:connect", ip=ip, user=user.id,
                                      token=bypass_token, email=user.email)
-        if limited is not None:
+        if isinstance(limited, Limited):
             raise socketio.exceptions.ConnectionRefusedError(
                 "Rate limit exceeded", {"code": "RATE_LIMITED", "retryAfter": limited.retry_after_s})
         session = Session(sid=sid, user_id=user.id, email=user.email, username=user.username,
@@ -102,7 +102,7 @@ class Sockets:
             if name in MOVE_EVENTS:
                 limited = self.limiter.check(("gameMoves",), endpoint=f"websocket:{name}", ip=session.ip,
                                              user=session.user_id, token=session.bypass_token, email=session.email)
-                if limited is not None:
+                if isinstance(limited, Limited):
                     await self._error(sid, "RATE_LIMITED", name, "Rate limit exceeded")
                     return
             await handler(session, data if isinstance(data, dict) else {}, received)
