@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -93,10 +94,14 @@ def seed(stack: LocalStack, count: int) -> None:
     """Register pool users 1..count (RingRift's register body)."""
     with httpx.Client(base_url=stack.base_url, timeout=10) as client:
         for n in range(1, count + 1):
-            response = client.post("/api/auth/register", json={
-                "username": f"{PREFIX}{n}", "email": f"{PREFIX}{n}@{DOMAIN}",
-                "password": PASSWORD, "confirmPassword": PASSWORD})
-            assert response.status_code in (201, 409), response.text
+            body = {"username": f"{PREFIX}{n}", "email": f"{PREFIX}{n}@{DOMAIN}",
+                    "password": PASSWORD, "confirmPassword": PASSWORD}
+            for _ in range(5):  # a busy machine: retry what the stack answers with 429/5xx
+                response = client.post("/api/auth/register", json=body)
+                if response.status_code in (201, 409):
+                    break
+                time.sleep(1)
+            assert response.status_code in (201, 409), (response.status_code, response.text)
 
 
 def stats(stack: LocalStack) -> dict[str, Any]:
@@ -276,7 +281,7 @@ def test_players_and_companion_with_bypass_header(tmp_path: Path) -> None:
     assert raw.starts() >= 3
     assert 2 <= games_peak <= 3  # 6 VUs, 2 humans per game
     assert 5 <= players_peak <= 9  # 3 seats per game, the AI seat added by the creator
-    assert set(raw.aborts) <= {"wind_down", "seat_lost", "cancelled", "fill_timeout"}, raw.aborts
+    assert set(raw.aborts) <= {"wind_down", "seat_lost", "cancelled", "fill_timeout", "merged"}, raw.aborts
 
 
 @pytest.mark.slow

@@ -207,6 +207,9 @@ export class Player {
         break;
       case 'lobby:game_joined':
         if (isObj(payload)) {
+          if (g !== null && payload.gameId === g.id && typeof payload.playerCount === 'number') {
+            g.joiners = payload.playerCount - 1;
+          }
           if (typeof payload.playerCount === 'number' && payload.playerCount >= this.humans) this.unlist(s, payload.gameId);
           if (g !== null && payload.gameId === g.id && s.mode === 'filling' && payload.playerCount >= this.humans) {
             this.sendJoin(s, g);
@@ -266,7 +269,30 @@ export class Player {
     if (s.lobbyCount >= LOBBY_MAX) this.pruneLobby(s, now, true);
     s.lobby[game.id] = { game, at: now };
     s.lobbyCount++;
-    if (s.mode === 'matching' && s.g === null) this.tryJoin(s, [game]);
+    if (s.mode === 'matching' && s.g === null) {
+      this.tryJoin(s, [game]);
+    } else if (s.mode === 'filling' && s.g !== null) {
+      this.mergeInto(s, s.g, game);
+    }
+  }
+
+  /**
+   * Creators who announced games at the same moment would all wait for each other: a creator
+   * whose game nobody joined yet moves to a fitting game created before its own (join it, then
+   * leave its own, which cancels it). Only older games qualify, so the oldest one always stays.
+   */
+  mergeInto(s, g, game) {
+    if (!g.creator || g.joiners > 0 || typeof game.createdAt !== 'string' || typeof g.createdAt !== 'string' ||
+        !(game.createdAt < g.createdAt)) return;
+    const joined = this.api.joinGame(game.id);
+    this.unlist(s, game.id);
+    if (!joined.joined || s.g !== g || s.mode !== 'filling') return;
+    this.api.leaveGame(g.id, true);
+    s.g = null;
+    gameAborts.add(1, tagOf('reason', 'merged'));
+    const next = this.newGame(s, game.id, false);
+    if (joined.game !== null && seatsTaken(joined.game) >= this.humans) this.sendJoin(s, next);
+    else this.waitForSeats(s, next);
   }
 
   unlist(s, id) {
@@ -416,6 +442,7 @@ export class Player {
       return;
     }
     const g = this.newGame(s, game.id, true);
+    g.createdAt = typeof game.createdAt === 'string' ? game.createdAt : null;
     if (this.humans === 1 || game.status === 'active') this.sendJoin(s, g);
     else this.waitForSeats(s, g);
   }
@@ -425,7 +452,7 @@ export class Player {
       id, creator, started: false, endedSeen: false, deadline: 0, pollAt: 0,
       me: 0, isAi: {}, measureAi: false, lastStateAt: Date.now(), lastLen: 0, current: 0, validMoves: [],
       pendingAt: 0, pendingLen: 0, moveScheduled: false, rejects: 0, ownMoves: 0, leaving: false,
-      aiAt: 0, aiSeat: 0, aiLen: 0,
+      aiAt: 0, aiSeat: 0, aiLen: 0, joiners: 0, createdAt: null, aiCount: 0,
     };
     s.g = g;
     return g;
@@ -451,6 +478,7 @@ export class Player {
     }
     const game = got.game;
     if (game === null) return;
+    g.joiners = Math.max(g.joiners, seatsTaken(game) - 1);
     if (TERMINAL[game.status]) {
       g.endedSeen = true;
       gameAborts.add(1, tagOf('reason', 'cancelled'));
