@@ -40,8 +40,8 @@ def passing_metrics(scenario_key: str, *, profile: str | None = None, scenarios:
     for criterion in catalogue.criteria_for(scenario, profile):
         name = criterion.metric.k6_name
         agg = criterion.expression.aggregation
-        if criterion.metric.name.startswith("prodval_"):
-            continue
+        if criterion.metric.name.startswith("prodval_") or criterion.source == "server":
+            continue  # concurrency from the raw file, server criteria from _server_metrics.json
         if agg == "rate":
             good = 1.0 if criterion.expression.operator in (">", ">=") else 0.0
             passes = 1000 if good else 0
@@ -62,12 +62,67 @@ def passing_metrics(scenario_key: str, *, profile: str | None = None, scenarios:
     return metrics
 
 
+def write_server_metrics(path: Path, t0_ms: float, steady: tuple[float, float], *, ai_requests: int = 1000,
+                         ai_fallbacks: int = 0, games_active: int = 20, move_s: float = 0.01, ai_s: float = 0.1) -> None:
+    """A `_server_metrics.json` as the plugin's scraper writes it: a real prometheus_client registry
+    served on 127.0.0.1, scraped (with a clock at the steady window's edges) by the real Scraper."""
+    import threading
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+
+    from pytest_prodval.server_criteria import TRIAGE_NAMES
+    from pytest_prodval.servermetrics import Scraper, save_record
+
+    registry = CollectorRegistry()
+    requests = Counter("ringrift_ai_requests_total", "AI requests", ["outcome"], registry=registry)
+    gauge = Gauge("ringrift_games_active", "active games", registry=registry)
+    moves = Histogram("ringrift_game_move_latency_seconds", "move", ["board_type", "phase"], registry=registry,
+                      buckets=[0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56])
+    ai = Histogram("ringrift_ai_request_duration_seconds", "ai", ["ai_type", "difficulty"], registry=registry,
+                   buckets=[0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8])
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = make_server("127.0.0.1", 0, make_wsgi_app(registry), handler_class=Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    now = {"t": t0_ms / 1000 + steady[0] - 5}
+    try:
+        names = ["ringrift_ai_requests_total", "ringrift_games_active", "ringrift_game_move_latency_seconds",
+                 "ringrift_ai_request_duration_seconds", *TRIAGE_NAMES]
+        scraper = Scraper(f"http://127.0.0.1:{server.server_port}/metrics", names=names, clock=lambda: now["t"])
+        requests.labels(outcome="success").inc(0)
+        requests.labels(outcome="fallback").inc(0)
+        scraper.mark("before")
+        gauge.set(games_active)
+        requests.labels(outcome="success").inc(ai_requests - ai_fallbacks)
+        requests.labels(outcome="fallback").inc(ai_fallbacks)
+        for _ in range(100):
+            moves.labels(board_type="square8", phase="movement").observe(move_s)
+            ai.labels(ai_type="heuristic", difficulty="2").observe(ai_s)
+        now["t"] = t0_ms / 1000 + (steady[0] + steady[1]) / 2
+        scraper.mark("middle")
+        now["t"] = t0_ms / 1000 + steady[1]
+        scraper.mark("steady_end")
+        scraper.stop()
+        save_record(scraper.record(), path)
+    finally:
+        server.shutdown()
+
+
 def write_run(folder: Path, scenario_id: str, *, metrics: dict[str, Any], games: int, players: int,
-              env: str = "local", stamp: str = "20261127T010000Z", steady: tuple[float, float] = (10.0, 20.0)) -> Path:
-    """A k6-like summary + raw file pair, as a run would leave them in the results folder."""
+              env: str = "local", stamp: str = "20261127T010000Z", steady: tuple[float, float] | None = None,
+              server: dict[str, Any] | None = None) -> Path:
+    """A k6-like summary + raw file pair (and the target's scraped metrics), as a run leaves them."""
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"{scenario_id}_{env}_{stamp}"
     t0 = 1_800_000_000_000
+    if steady is None:
+        scenario = next(s for s in load_catalogue(SCENARIOS).scenarios if s.id == scenario_id)
+        steady = scenario.steady_window_s() or (0.0, scenario.duration_s())
+    write_server_metrics(folder / f"{stem}_server_metrics.json", t0, steady, **(server or {}))
     (folder / f"{stem}_summary.json").write_text(json.dumps({"metrics": metrics, "setup_data": {"t0": t0}, "state": {}}))
     lines = []
     for metric, count in (("games_active_delta", games), ("players_active_delta", players)):

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from pytest_prodval.seeding import username_for
 from pytest_prodval.bypass import BypassController, BypassError, BypassLease, CommandBypass, HttpBypass, verify_limited
 from pytest_prodval.refstack.launcher import LocalStack
 
@@ -219,7 +220,8 @@ def test_http_bypass_with_a_wrong_admin_token_fails_loudly(stack: LocalStack) ->
 
 def test_burst_is_limited_when_off_and_not_when_on(stack: LocalStack, http_bypass: HttpBypass) -> None:
     email = "loadtest_bypass_burst@loadtest.local"
-    httpx.post(f"{stack.base_url}/api/auth/register", json={"email": email, "password": "BurstPass123!"}, timeout=5)
+    body = {"username": username_for(email), "email": email, "password": "BurstPass123!", "confirmPassword": "BurstPass123!"}
+    httpx.post(f"{stack.base_url}/api/auth/register", json=body, timeout=5)
     login = httpx.post(f"{stack.base_url}/api/auth/login", json={"email": email, "password": "BurstPass123!"}, timeout=5)
     token = login.json()["data"]["accessToken"]
     stack.set_faults(user_burst=10, user_rate_per_s=1.0)
@@ -233,3 +235,19 @@ def test_burst_is_limited_when_off_and_not_when_on(stack: LocalStack, http_bypas
         assert (record.verified_on, record.verified_off) == (True, True)
     finally:
         stack.set_faults(reset=True)
+
+
+def test_the_bypass_check_reads_ringrifts_rate_limit_headers(stack: LocalStack, http_bypass: HttpBypass) -> None:
+    """One authenticated GET, nothing created: counted by a limiter = X-RateLimit-Remaining is set."""
+    from pytest_prodval.preflight import limit_probe
+    from pytest_prodval.target import Target
+
+    email, password = "loadtest_user_77@loadtest.local", "BurstPass123!"
+    body = {"username": username_for(email), "email": email, "password": password, "confirmPassword": password}
+    httpx.post(f"{stack.base_url}/api/auth/register", json=body, timeout=5)
+    probe = limit_probe(None, Target(stack.base_url, stack.ws_url), email, password)
+    assert probe() is True  # bypass off: the user's requests are counted
+    with BypassLease(http_bypass, pattern=PATTERN, lease_s=30) as lease:
+        assert lease.verify_on(probe) is True
+    assert lease.verify_off(probe) is True
+    assert limit_probe(None, Target(stack.base_url, stack.ws_url), email, "wrong-Password1")() is None  # cannot tell

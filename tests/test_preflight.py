@@ -19,6 +19,8 @@ from pytest_prodval import preflight
 from pytest_prodval.preflight import PoolTooSmall, PreflightError, TokenInfo
 from pytest_prodval.secrets import Redactor
 from pytest_prodval.refstack.launcher import LocalStack
+from pytest_prodval.seeding import username_for
+from pytest_prodval.target import normalise_ws_url
 
 PASSWORD = "PreflightPass123!"
 
@@ -40,7 +42,8 @@ def faults(stack: LocalStack) -> Iterator[LocalStack]:
 @pytest.fixture(scope="module")
 def pool_user(stack: LocalStack) -> str:
     email = "loadtest_preflight_1@loadtest.local"
-    response = httpx.post(f"{stack.base_url}/api/auth/register", json={"email": email, "password": PASSWORD}, timeout=5)
+    body = {"username": username_for(email), "email": email, "password": PASSWORD, "confirmPassword": PASSWORD}
+    response = httpx.post(f"{stack.base_url}/api/auth/register", json=body, timeout=5)
     assert response.status_code == 201, response.text
     return email
 
@@ -84,7 +87,23 @@ def test_healthy_stack_passes(stack: LocalStack) -> None:
     preflight.check_health(stack.base_url, service="API", timeout_s=2)
     preflight.check_health(stack.ai_url + "/", service="AI service", timeout_s=2)
     preflight.check_websocket(stack.ws_url, timeout_s=2)
-    preflight.check_websocket(stack.ws_url.removesuffix("/ws"), timeout_s=2)  # a bare WS_URL as in plan §4
+    # a bare WS_URL as in plan §4, normalised to RingRift's Socket.IO endpoint
+    preflight.check_websocket(normalise_ws_url(stack.base_url.replace("http://", "ws://")), timeout_s=2)
+
+
+def test_a_websocket_that_is_not_socket_io_is_refused(stack: LocalStack) -> None:
+    from websockets.sync.server import serve
+
+    def echo(connection: Any) -> None:  # a plain WebSocket server: says nothing Engine.IO would
+        connection.send('{"type":"hello"}')
+
+    with serve(echo, "127.0.0.1", 0) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        port = server.socket.getsockname()[1]
+        with pytest.raises(PreflightError, match="not a Socket.IO v4 endpoint") as caught:
+            preflight.check_websocket(f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket", timeout_s=2)
+        server.shutdown()
+    assert caught.value.check == "websocket"
 
 
 def test_unhealthy_service_shows_status_and_body(faults: LocalStack) -> None:
@@ -109,8 +128,8 @@ def test_unreachable_service_shows_the_connection_error_quickly() -> None:
     with pytest.raises(PreflightError, match=r"API health check GET http://127.0.0.1:\d+/health failed after 2 attempt\(s\): ConnectError"):
         preflight.check_health(f"http://127.0.0.1:{port}", service="API", timeout_s=0.5, retries=2, backoff_s=0.05)
     assert time.monotonic() - started < 2
-    with pytest.raises(PreflightError, match=r"WebSocket connect to ws://127.0.0.1:\d+/ws failed") as caught:
-        preflight.check_websocket(f"ws://127.0.0.1:{port}", timeout_s=0.5)
+    with pytest.raises(PreflightError, match=r"WebSocket connect to ws://127.0.0.1:\d+/socket.io/\?EIO=4&transport=websocket failed") as caught:
+        preflight.check_websocket(normalise_ws_url(f"ws://127.0.0.1:{port}"), timeout_s=0.5)
     assert caught.value.check == "websocket"
 
 

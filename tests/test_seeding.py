@@ -86,7 +86,7 @@ def test_wrong_admin_token_is_reported_per_user(stack: LocalStack) -> None:
     seed_users(stack.base_url, emails=emails, password=PASSWORD, admin_token=None)
     change_password(stack, emails[0], "OldPassword-3")
     result = seed_users(stack.base_url, emails=emails, password=PASSWORD, admin_token="wrong-token", raise_on_failure=False)
-    assert result.failed == [f"{emails[0]}: password reset returned HTTP 401 unauthorized"]
+    assert result.failed == [f"{emails[0]}: password reset returned HTTP 401 AUTH_REQUIRED"]
     assert result.existing == 1
 
 
