@@ -16,10 +16,11 @@ BYPASS_HEADER = "X-RateLimit-Bypass-Token"
 BYPASS_TOKEN_VAR = "RATE_LIMIT_BYPASS_TOKEN"
 
 # `name` tag of every HTTP request of the game script.
-REQUEST_NAMES = ["login", "refresh", "game_create", "game_list", "game_join", "game_state", "game_leave"]
+REQUEST_NAMES = ["login", "refresh", "game_create", "game_list", "game_join", "game_state", "game_leave", "ws_connect"]
 
 # Rates the plugin breaks down per request name for triage hints (true = failed / 429 / up).
 TRIAGE_RATES = ["req_errors", "status_429", "status_401", "server_available"]
+TRIAGE_COUNTERS = ["contract_failures_total", "id_lifecycle_mismatches_total"]
 
 # A 400 with one of these codes answers a join that lost a race for the last seat: an
 # expected answer, not a contract failure (RingRift's join route; its docs say

@@ -60,6 +60,8 @@ def k6_thresholds(criteria: list[Criterion]) -> dict[str, list[str]]:
     for name in facts.REQUEST_NAMES:
         for metric in facts.TRIAGE_RATES:
             thresholds.setdefault(f"{metric}{{name:{name}}}", ["rate>=0"])
+        for metric in facts.TRIAGE_COUNTERS:
+            thresholds.setdefault(f"{metric}{{name:{name}}}", ["count>=0"])
     return thresholds
 
 

@@ -46,7 +46,7 @@ SECRET_ADMIN_TOKEN = "Adm1n-T0ken-Secret-Value-456"
 WRONG_PASSWORD = "Wr0ng-Pool-Pass-Value-789"
 POOL_SIZE = 16  # smoke peaks at 9 player + 3 companion VUs
 SMOKE_ID = "BCAP_SMOKE_4G_12P"
-SMOKE_ITEMS = 24
+SMOKE_ITEMS = 27
 INTERRUPTED = 2  # pytest.ExitCode.INTERRUPTED
 
 TESTSTACK_ENV = """
@@ -55,6 +55,7 @@ description = "A reference stack started by tests/test_run_safety.py"
 base_url = "${TESTSTACK_URL}"
 ws_url = "${TESTSTACK_WS_URL}"
 ai_service_url = "${TESTSTACK_AI_URL}"
+metrics_url = "${TESTSTACK_URL}/metrics"
 """
 
 OBSERVER_CONFTEST = '''
@@ -333,7 +334,7 @@ def stack_env(stack: LocalStack, **extra: str) -> dict[str, str]:
 
 
 def outcomes(run: Run) -> dict[str, int]:
-    """pytest's final counts: {"passed": 24, ...}."""
+    """pytest's final counts: {"passed": 27, ...}."""
     line = [ln for ln in run.output.splitlines() if re.match(r"^=+ .* in [\d.]+s", ln)][-1]
     return {noun: int(n) for n, noun in re.findall(r"(\d+) (passed|failed|errors?|deselected|skipped)", line)}
 
@@ -366,7 +367,7 @@ def test_xdist_runs_k6_once_and_seeds_on_the_controller(project: Project) -> Non
     run = project.run("--env", "local", "-n", "2", env={"LOADTEST_USER_POOL_PASSWORD": SECRET_PASSWORD, "LOADTEST_USER_PASSWORD": SECRET_PASSWORD})
 
     assert run.rc == 0, run.output[-3000:]
-    assert "2 workers [24 items]" in run.output
+    assert f"2 workers [{SMOKE_ITEMS} items]" in run.output
     assert outcomes(run)["passed"] == SMOKE_ITEMS and "failed" not in outcomes(run) and "error" not in outcomes(run)
     assert_one_k6_run(run)
     (seeding,) = run.observed["seeding"]

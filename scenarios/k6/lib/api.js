@@ -147,7 +147,7 @@ export class Api {
         data = null;
       }
     }
-    classify(status, false, data !== null, false);
+    classify(isLogin ? 'login' : 'refresh', status, false, data !== null, false);
     this._after(status, res);
     if (data === null) {
       this.invalidate();
@@ -186,7 +186,7 @@ export class Api {
   wsConnected(status) {
     const ok = status === 101;
     wsConnectionSuccess.add(ok);
-    classify(ok ? 200 : status, false, true, false);
+    classify('ws_connect', ok ? 200 : status, false, true, false);
     this._after(status);
   }
 
@@ -214,7 +214,7 @@ export class Api {
     const body = res.status === 200 ? parseBody(res) : null;
     let games = body && isObj(body.data) && Array.isArray(body.data.games) ? body.data.games : null;
     if (games !== null && !games.every((g) => isObj(g) && typeof g.id === 'string')) games = null;
-    classify(res.status, false, games !== null, false);
+    classify('game_list', res.status, false, games !== null, false);
     this._after(res.status, res);
     return games;
   }
@@ -225,7 +225,7 @@ export class Api {
     const res = http.post(`${this.base}/api/games`, bodyText, this.p.create);
     const body = res.status === 201 || res.status === 200 ? parseBody(res) : null;
     const game = body && isObj(body.data) && validGame(body.data.game) ? body.data.game : null;
-    classify(res.status, false, game !== null, false);
+    classify('game_create', res.status, false, game !== null, false);
     this._after(res.status, res);
     return game;
   }
@@ -247,7 +247,7 @@ export class Api {
       race = this.raceCodes.indexOf(errorCode(res)) >= 0;
     }
     // A 404 here is about a game someone else announced: not this VU's game (no mismatch).
-    classify(status, race, game !== null, false);
+    classify('game_join', status, race, game !== null, false);
     this._after(status, res);
     return { status, joined: status >= 200 && status < 300, race, game };
   }
@@ -258,7 +258,7 @@ export class Api {
     const res = http.get(http.url`${this.base}/api/games/${id}`, this.p.state);
     const body = res.status === 200 ? parseBody(res) : null;
     const game = body && isObj(body.data) && validGame(body.data.game) ? body.data.game : null;
-    classify(res.status, false, game !== null, own);
+    classify('game_state', res.status, false, game !== null, own);
     this._after(res.status, res);
     return { status: res.status, game };
   }
@@ -269,7 +269,7 @@ export class Api {
     const res = http.post(http.url`${this.base}/api/games/${id}/leave`, null, this.p.leave);
     const ok = res.status >= 200 && res.status < 300;
     const body = ok ? parseBody(res) : null;
-    classify(res.status, false, body !== null && body.success === true, own);
+    classify('game_leave', res.status, false, body !== null && body.success === true, own);
     this._after(res.status, res);
     return ok;
   }

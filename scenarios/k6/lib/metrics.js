@@ -36,7 +36,12 @@ export const wsErrors = new Counter('ws_errors_total');
 export const gamesCompleted = new Counter('games_completed_total');
 
 /** The `name` tag of every HTTP request, and every Counter (checked against PRODVAL_CONFIG facts). */
-export const REQUEST_NAMES = ['login', 'refresh', 'game_create', 'game_list', 'game_join', 'game_state', 'game_leave'];
+export const REQUEST_NAMES = ['login', 'refresh', 'game_create', 'game_list', 'game_join', 'game_state', 'game_leave',
+  'ws_connect'];
+// One tag object per request name, reused: every Rate sample and error counter carries `name`, so the
+// plugin can say which endpoint failed (`req_errors{name:game_list}` …) without a tag per request.
+const NAME_TAGS = {};
+REQUEST_NAMES.forEach((name) => { NAME_TAGS[name] = { name }; });
 const COUNTERS = [contractFailures, idLifecycleMismatches, authTokenExpired, rateLimitHits, capacityFailures,
   gamesActiveDelta, playersActiveDelta, gameAborts, wsErrors, gamesCompleted, gameShapeUnformable];
 export const COUNTER_NAMES = COUNTERS.map((c) => c.name);
@@ -85,35 +90,36 @@ const ONE = 1;
  * (a 400 GAME_FULL / GAME_NOT_JOINABLE / ALREADY_JOINED to a join): not failed, not counted.
  * contractOk: false when a 2xx lacks the expected fields. ownGame: the request was about a game
  * this VU created/joined and has not seen ended (a 404 is then an id-lifecycle mismatch).
- * Returns true when the request failed.
+ * name: the request's `name` tag (REQUEST_NAMES). Returns true when the request failed.
  */
-export function classify(status, expectedRace, contractOk, ownGame) {
+export function classify(name, status, expectedRace, contractOk, ownGame) {
   setPhase();
+  const tags = NAME_TAGS[name];
   const ok2xx = status >= 200 && status < 300;
   let failed;
   if (ok2xx) {
     failed = !contractOk;
-    if (failed) contractFailures.add(ONE);
+    if (failed) contractFailures.add(ONE, tags);
   } else {
     failed = !expectedRace;
   }
-  reqErrors.add(failed);
-  trueErrors.add(failed && status !== 401 && status !== 429);
-  status401.add(status === 401);
-  status429.add(status === 429);
-  serverAvailable.add(status !== 0 && status < 500);
+  reqErrors.add(failed, tags);
+  trueErrors.add(failed && status !== 401 && status !== 429, tags);
+  status401.add(status === 401, tags);
+  status429.add(status === 429, tags);
+  serverAvailable.add(status !== 0 && status < 500, tags);
   if (!failed || ok2xx) return failed;
   if (status === 401) {
-    authTokenExpired.add(ONE);
+    authTokenExpired.add(ONE, tags);
   } else if (status === 429) {
-    rateLimitHits.add(ONE);
-    capacityFailures.add(ONE);
+    rateLimitHits.add(ONE, tags);
+    capacityFailures.add(ONE, tags);
   } else if (status === 0 || status >= 500) {
-    capacityFailures.add(ONE);
+    capacityFailures.add(ONE, tags);
   } else if (status === 400 || status === 403) {
-    contractFailures.add(ONE);
+    contractFailures.add(ONE, tags);
   } else if (status === 404 && ownGame) {
-    idLifecycleMismatches.add(ONE);
+    idLifecycleMismatches.add(ONE, tags);
   }
   return failed;
 }
