@@ -89,8 +89,10 @@ def _observe_concurrency(
     kind = CONCURRENCY_METRICS[criterion.metric.name]
     measurement = (concurrency or {}).get(kind)
     source = "games_active_delta" if kind == "games" else "players_active_delta"
-    if measurement is None or measurement.events == 0:
+    if measurement is None:
         raise NoData(f"metric {source} had 0 samples in the raw output, so {kind} concurrency is unknown")
+    # The script's zero sample (setup) is in the raw output, so "no game ever started" is a
+    # measurement (peak 0), not missing data: a run that formed no game fails, never errors.
     aggregation = criterion.expression.aggregation
     if aggregation in ("peak", "max", "value"):
         value = float(measurement.peak)

@@ -91,4 +91,5 @@ def annotate(report: SloReport, metrics: Mapping[str, Any] | None, server: Any) 
         except Exception:  # a hint must never break judging
             continue
         if found:
-            result.hint = f"{'; '.join(found)}. {result.hint or ''}".strip()
+            general = (result.hint or "").rstrip()
+            result.hint = f"{general} In this run: {'; '.join(found)}.".strip()
