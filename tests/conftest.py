@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,19 @@ def smoke_scenarios(scenarios_dir: Path) -> Path:
     """The project's scenarios plus `smoke` (tests/data/smoke.toml): real k6 in ~20 s."""
     shutil.copy(REPO / "tests" / "data" / "smoke.toml", scenarios_dir / "smoke.toml")
     return scenarios_dir
+
+
+def require_tool(*names: str, install: str) -> str:
+    """The first of `names` on PATH. Missing: a failure in CI (the env var CI is set, as in
+    .ci/run), where the suite must really run it; a skip on a developer's machine."""
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    message = f"{names[0]} is not installed ({install})"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message}: required when CI is set", pytrace=False)
+    pytest.skip(message)
 
 
 def passing_metrics(scenario_key: str, *, profile: str | None = None, scenarios: Path = SCENARIOS,

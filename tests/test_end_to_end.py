@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
 
@@ -20,7 +22,7 @@ def test_smoke_run_produces_every_artifact_docs_and_decision(pytester: pytest.Py
         "--env", "local", "-m", "smoke", "--prodval-results-dir", str(results), "--junitxml", "slo.xml",
         "--prodval-update-docs", timeout=240,
     )
-    result.assert_outcomes(passed=24)
+    result.assert_outcomes(passed=27)
     result.stdout.fnmatch_lines([
         "prodval: BCAP_SMOKE_4G_12P */* s, * VUs, * requests, errors: *",  # live progress line
         "BCAP_SMOKE_4G_12P: GO  (env local, profile staging, k6 v1.1.0, run *)",
@@ -30,8 +32,14 @@ def test_smoke_run_produces_every_artifact_docs_and_decision(pytester: pytest.Py
     stems = {p.name.split("_summary.json")[0] for p in results.glob("*_summary.json")}
     assert len(stems) == 1
     stem = stems.pop()
-    for suffix in (".json.gz", "_summary.json", "_slo_report.json", "_report.html", "_k6_dashboard.html", "_k6.log"):
+    for suffix in (".json.gz", "_summary.json", "_slo_report.json", "_report.html", "_k6_dashboard.html", "_k6.log",
+                   "_server_metrics.json"):
         assert (results / f"{stem}{suffix}").is_file(), suffix
+    umask = os.umask(0)
+    os.umask(umask)
+    for suffix in ("_slo_report.json", "_report.html", "_server_metrics.json"):  # not the temp file's 0600
+        assert stat.S_IMODE((results / f"{stem}{suffix}").stat().st_mode) == 0o666 & ~umask, suffix
+    assert stat.S_IMODE((results / "go_no_go.json").stat().st_mode) == 0o666 & ~umask
     assert (results / f"websocket_{stem}.json").stat().st_size > 0
     ws_report = json.loads((results / f"websocket_{stem}_slo_report.json").read_text())
     assert {c["name"] for c in ws_report["criteria"]} == {"ws_connect_p95", "ws_connection_success", "ws_message_latency_p95"}

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import require_tool
 
 from pytest_prodval.html import margin, nice_step, render_html, write_html
 from pytest_prodval.models import (
@@ -166,11 +167,10 @@ def test_write_html_is_atomic(tmp_path: Path) -> None:
     assert [p.name for p in target.parent.iterdir()] == ["r_report.html"]
 
 
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+def _chromium() -> str:
+    return require_tool("chromium", "chromium-browser", "google-chrome", install="apt-get install -y chromium")
 
 
-@pytest.mark.skipif(_chromium() is None, reason="no chromium on PATH (apt-get install -y chromium) to render the page")
 @pytest.mark.parametrize("kind", ["full", "incomplete"])
 def test_renders_in_headless_chromium(tmp_path: Path, kind: str) -> None:
     report = make_report() if kind == "full" else make_report(failing=False, complete=False, series_points=0)

