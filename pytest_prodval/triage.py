@@ -58,10 +58,10 @@ def causes(result: CriterionResult, metrics: Mapping[str, Any] | None, server: A
             found.append(f"requests that {what}, by endpoint: {shown}")
     counter = {"contract_failures": "contract_failures_total", "id_lifecycle_mismatches": "id_lifecycle_mismatches_total"}
     if result.name in counter:
-        rows = [(name, _counter(metrics, f"{counter[result.name]}{{name:{name}}}")) for name in REQUEST_NAMES]
-        rows = sorted((row for row in rows if row[1]), key=lambda row: -row[1])
-        if rows:
-            found.append("by endpoint: " + ", ".join(f"{name} {count:,}" for name, count in rows[:4]))
+        counts = [(name, _counter(metrics, f"{counter[result.name]}{{name:{name}}}")) for name in REQUEST_NAMES]
+        counts = sorted((row for row in counts if row[1]), key=lambda row: -row[1])
+        if counts:
+            found.append("by endpoint: " + ", ".join(f"{name} {count:,}" for name, count in counts[:4]))
     if result.name == "http_429_rate" and server is not None:
         from .server_criteria import breakdown
 
