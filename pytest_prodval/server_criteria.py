@@ -19,7 +19,7 @@ from .servermetrics import (
 from .target import Prepared
 
 # Names kept for triage hints even when no criterion reads them.
-TRIAGE_NAMES = ("ringrift_rate_limit_hits_total", "http_requests_total")
+TRIAGE_NAMES = ("ringrift_rate_limit_hits_total", "http_requests_total", "ringrift_ai_fallback_total")
 
 
 class _NoServerData(Exception):

@@ -74,6 +74,12 @@ def causes(result: CriterionResult, metrics: Mapping[str, Any] | None, server: A
         paths = breakdown(server, "http_requests_total{status:5xx}", ("path", "status"))
         if paths:
             found.append("5xx by the server's own count: " + ", ".join(f"{' '.join(k)} {v:,.0f}" for k, v in paths[:3]))
+    if result.name == "ai_fallback_rate" and server is not None:
+        from .server_criteria import breakdown
+
+        reasons = breakdown(server, "ringrift_ai_fallback_total", ("reason",))
+        if reasons:
+            found.append("fallbacks by reason: " + ", ".join(f"{k[0]} {v:,.0f}" for k, v in reasons[:3]))
     if result.name in ("concurrent_games", "concurrent_players"):
         unformable = _counter(metrics, "game_shape_unformable_total")
         if unformable:

@@ -90,6 +90,7 @@ def write_server_metrics(path: Path, t0_ms: float, steady: tuple[float, float], 
 
     registry = CollectorRegistry()
     requests = Counter("ringrift_ai_requests_total", "AI requests", ["outcome"], registry=registry)
+    fallbacks = Counter("ringrift_ai_fallback_total", "AI fallbacks", ["reason"], registry=registry)
     gauge = Gauge("ringrift_games_active", "active games", registry=registry)
     moves = Histogram("ringrift_game_move_latency_seconds", "move", ["board_type", "phase"], registry=registry,
                       buckets=[0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56])
@@ -104,15 +105,17 @@ def write_server_metrics(path: Path, t0_ms: float, steady: tuple[float, float], 
     threading.Thread(target=server.serve_forever, daemon=True).start()
     now = {"t": t0_ms / 1000 + steady[0] - 5}
     try:
-        names = ["ringrift_ai_requests_total", "ringrift_games_active", "ringrift_game_move_latency_seconds",
+        names = ["ringrift_ai_requests_total", "ringrift_ai_fallback_total", "ringrift_games_active", "ringrift_game_move_latency_seconds",
                  "ringrift_ai_request_duration_seconds", *TRIAGE_NAMES]
         scraper = Scraper(f"http://127.0.0.1:{server.server_port}/metrics", names=names, clock=lambda: now["t"])
         requests.labels(outcome="success").inc(0)
         requests.labels(outcome="fallback").inc(0)
+        fallbacks.labels(reason="timeout").inc(0)
         scraper.mark("before")
         gauge.set(games_active)
         requests.labels(outcome="success").inc(ai_requests - ai_fallbacks)
         requests.labels(outcome="fallback").inc(ai_fallbacks)
+        fallbacks.labels(reason="timeout").inc(ai_fallbacks)
         for _ in range(100):
             moves.labels(board_type="square8", phase="movement").observe(move_s)
             ai.labels(ai_type="heuristic", difficulty="2").observe(ai_s)
