@@ -23,7 +23,7 @@ ERROR_CLASSES: dict[str, str] = {
 }
 _OTHER_COLOURS = ["#7f7f7f", "#8c564b", "#bcbd22", "#17becf"]
 _LATENCY = [("p50_ms", "p50", "#5b8def"), ("p95_ms", "p95", "#f28e2b"), ("p99_ms", "p99", "#d62728")]
-_SEVERITY = {"error": 0, "fail": 1, "warn": 2, "pass": 3}
+_SEVERITY = {"error": 0, "fail": 1, "warn": 2, "pass": 3, "n/a": 4}
 _GAMES_COLOUR, _PLAYERS_COLOUR = "#3465a4", "#2a9d8f"
 
 
@@ -116,7 +116,7 @@ def render_html(report: SloReport, baseline: SloReport | None = None) -> str:
     # Failures first: that is what the reader came for; otherwise the catalogue's order.
     ordered = sorted(report.criteria, key=lambda c: _SEVERITY[c.verdict])
     rows = [_row(c, baseline_values.get(c.name)) for c in ordered]
-    counts = {v: sum(1 for c in report.criteria if c.verdict == v) for v in ("pass", "fail", "error", "warn")}
+    counts = {v: sum(1 for c in report.criteria if c.verdict == v) for v in ("pass", "fail", "error", "warn", "n/a")}
     return template.render(
         r=report, baseline=baseline, rows=rows, counts=counts,
         has_baseline=any(row.baseline is not None for row in rows),

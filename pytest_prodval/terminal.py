@@ -11,7 +11,7 @@ from .models import overall_verdict
 if TYPE_CHECKING:
     from .sharing import RunOutcome
 
-_MARK = {"pass": "PASS", "fail": "FAIL", "error": "ERROR", "warn": "WARN"}
+_MARK = {"pass": "PASS", "fail": "FAIL", "error": "ERROR", "warn": "WARN", "n/a": "N/A"}
 
 
 def write_summary(reporter: Any, outcomes: list[RunOutcome]) -> None:

@@ -6,6 +6,9 @@ import gzip
 import json
 import os
 import shutil
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,76 @@ def require_tool(*names: str, install: str) -> str:
     if os.environ.get("CI"):
         pytest.fail(f"{message}: required when CI is set", pytrace=False)
     pytest.skip(message)
+
+
+PROMETHEUS_INSTALL = "apt-get install -y --no-install-recommends prometheus"
+
+
+@contextmanager
+def prometheus_server(folder: Path, targets: Sequence[str], *, job: str, interval_s: float = 1.0,
+                      ready_timeout_s: float = 15.0, wait_scraped: bool = False) -> Iterator[str]:
+    """A real Prometheus (Debian's binary) on a free 127.0.0.1 port scraping `targets` (host:port,
+    path /metrics) as `job` every `interval_s`; config, tsdb and log in `folder`. Yields its URL once
+    ready (with `wait_scraped`, once every target has been scraped up: Prometheus hands targets to its
+    scrape manager only ~5 s after start); stopped by its PID (process group) on exit. Missing binary:
+    `require_tool` (fail in CI, skip here)."""
+    import httpx
+
+    from pytest_prodval.processes import free_loopback_port, spawn, stop
+
+    binary = require_tool("prometheus", install=PROMETHEUS_INSTALL)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "prometheus.yml"
+    listed = ", ".join(f"'{t}'" for t in targets)
+    config.write_text(
+        f"global: {{scrape_interval: {interval_s:g}s, evaluation_interval: {interval_s:g}s}}\n"
+        "scrape_configs:\n"
+        f"  - job_name: {job}\n"
+        f"    scrape_interval: {interval_s:g}s\n    scrape_timeout: {interval_s:g}s\n"
+        f"    static_configs: [{{targets: [{listed}]}}]\n"
+    )
+    log_path = folder / "prometheus.log"
+    for _attempt in range(3):  # the free port may be taken between choosing and binding
+        port = free_loopback_port()
+        url = f"http://127.0.0.1:{port}"
+        with log_path.open("ab") as log:
+            proc = spawn([binary, f"--config.file={config}", f"--storage.tsdb.path={folder / 'tsdb'}",
+                          f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"], stdout=log, stderr=log)
+        try:
+            deadline = time.monotonic() + ready_timeout_s
+            ready = False
+            while not ready and proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    ready = httpx.get(f"{url}/-/ready", timeout=1).status_code == 200
+                except httpx.HTTPError:
+                    pass
+                if not ready:
+                    time.sleep(0.1)
+            if ready and wait_scraped and not _scraped(url, job, len(targets),
+                                                       deadline=time.monotonic() + ready_timeout_s):
+                pytest.fail(f"prometheus did not scrape {', '.join(targets)} within {ready_timeout_s:g} s: "
+                            f"{log_path.read_text(errors='replace')[-2000:]}")
+            if ready:
+                yield url
+                return
+        finally:
+            stop(proc, grace_s=5)
+    pytest.fail(f"prometheus did not start: {log_path.read_text(errors='replace')[-2000:]}")
+
+
+def _scraped(url: str, job: str, targets: int, *, deadline: float) -> bool:
+    """Until Prometheus has scraped each of the job's targets successfully (up == 1)."""
+    import httpx
+
+    while time.monotonic() < deadline:
+        try:
+            body = httpx.get(f"{url}/api/v1/query", params={"query": f'up{{job="{job}"}} == 1'}, timeout=1).json()
+            if len(body["data"]["result"]) >= targets:
+                return True
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            pass
+        time.sleep(0.1)
+    return False
 
 
 def passing_metrics(scenario_key: str, *, profile: str | None = None, scenarios: Path = SCENARIOS,

@@ -42,7 +42,7 @@ def test_go_when_every_latest_report_is_go(tmp_path: Path, capsys: pytest.Captur
     assert [s["scenario_id"] for s in data["scenarios"]] == [BASELINE, TARGET]
     assert data["scenarios"][1] == {
         "scenario_id": TARGET, "env": "staging", "profile": "production", "timestamp": "20261127T024723Z",
-        "verdict": "GO", "complete": True, "failed": [], "report_file": f"{TARGET}_staging_20261127T024723Z_slo_report.json",
+        "verdict": "GO", "complete": True, "incomplete_reason": None, "failed": [], "report_file": f"{TARGET}_staging_20261127T024723Z_slo_report.json",
     }
 
 
@@ -70,7 +70,7 @@ def test_error_and_incomplete_runs_exit_2(tmp_path: Path, capsys: pytest.Capture
     save(tmp_path / "other", incomplete)
     result = analyze_folder(tmp_path / "other")
     assert result.overall == "ERROR" and result.scenarios[0].verdict == "ERROR"
-    assert "    run incomplete: it cannot gate a release" in format_table(result)
+    assert "    run incomplete, it cannot gate a release: raw output BCAP_x.json.gz is truncated" in format_table(result)
 
 
 def test_latest_run_per_scenario_wins(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from pytest_prodval.refstack.engine import Engine, Player
 from pytest_prodval.refstack.faults import AiFaults, ApiFaults, FaultError
 from pytest_prodval.refstack.games import Games, JoinError
 from pytest_prodval.refstack.metrics import Metrics
-from pytest_prodval.refstack.ratelimit import DEFAULT_BYPASS_PATTERN, Buckets, Bypass, RateLimiter
+from pytest_prodval.refstack.ratelimit import Buckets, Bypass, Counted, DEFAULT_BYPASS_PATTERN, Limited, RateLimiter
 from pytest_prodval.refstack.security import Jwt, TokenError, Users, issue_tokens, registration_problem
 
 GOOD = {"username": "pool_user-1", "email": "a@b.test", "password": "Passw0rdX", "confirmPassword": "Passw0rdX"}
@@ -100,15 +100,17 @@ def test_limiters_name_the_one_that_refused_and_unbypassed_limiters_stay_on() ->
     bypass = Bypass(enabled=True, pattern=r"^pool")
     limiter = RateLimiter(faults, bypass, metrics)
     check = dict(endpoint="/x", ip="1.2.3.4", user="u1", token=None, email="other@x.test")
-    assert [limiter.check(("apiAuthenticated", "gameMoves"), **check) for _ in range(2)] == [None, None]  # type: ignore[arg-type]
+    # Allowed and counted: what RingRift's X-RateLimit-Limit / -Remaining headers show.
+    assert [limiter.check(("apiAuthenticated", "gameMoves"), **check) for _ in range(2)] == [  # type: ignore[arg-type]
+        Counted(limit=2, remaining=1), Counted(limit=2, remaining=0)]
     refused = limiter.check(("apiAuthenticated", "gameMoves"), **check)  # type: ignore[arg-type]
-    assert refused is not None and (refused.limiter, refused.retry_after_s) == ("apiAuthenticated", 2)
+    assert isinstance(refused, Limited) and (refused.limiter, refused.retry_after_s) == ("apiAuthenticated", 2)
     assert metrics.registry.get_sample_value("ringrift_rate_limit_hits_total",
                                              {"endpoint": "/x", "limiter": "apiAuthenticated"}) == 1
     pooled = {**check, "user": "u2", "email": "pool@x.test"}
-    assert all(limiter.check(("gameMoves",), **pooled) is None for _ in range(5))  # type: ignore[arg-type]
+    assert all(limiter.check(("gameMoves",), **pooled) is None for _ in range(5))  # type: ignore[arg-type]  # bypassed: uncounted
     faults.unbypassed_limiters = ["gameMoves"]  # bypassed requests were never charged: a full bucket
-    assert [limiter.check(("gameMoves",), **pooled) is None for _ in range(3)] == [True, True, False]  # type: ignore[arg-type]
+    assert [isinstance(limiter.check(("gameMoves",), **pooled), Counted) for _ in range(3)] == [True, True, False]  # type: ignore[arg-type]
 
 
 def _engine(humans: int = 1, ais: int = 1, **kwargs: float) -> Engine:

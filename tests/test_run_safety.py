@@ -38,6 +38,7 @@ import pytest
 from pytest_prodval import processes
 from pytest_prodval.processes import free_loopback_port
 from pytest_prodval.refstack.launcher import LocalStack
+from pytest_prodval.scenarios import load_catalogue
 from pytest_prodval.k6run import PoolSettings
 from pytest_prodval.seeding import seed_users
 
@@ -387,7 +388,9 @@ def test_reversed_item_order_still_runs_k6_once(project: Project, teststack: Loc
     assert run.rc == 0, run.output[-3000:]
     assert outcomes(run)["passed"] == SMOKE_ITEMS
     ran = [ln.split("::")[-1].split()[0] for ln in run.output.splitlines() if f"::{SMOKE_ID}::" in ln and "PASSED" in ln]
-    assert len(ran) == SMOKE_ITEMS and ran[0] == "ai_fallback_rate" and ran[-1] == "failed_requests_rate"  # reversed
+    names = [c.name for c in load_catalogue(project.folder / "scenarios").criteria_for(
+        load_catalogue(project.folder / "scenarios").scenario("smoke"))]
+    assert len(ran) == SMOKE_ITEMS and ran == names[::-1]  # reversed
     assert_one_k6_run(run)
     assert len(run.observed["seeding"]) == 1
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -19,10 +17,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import prometheus_server
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 
-from pytest_prodval.processes import free_loopback_port, spawn, stop
+from pytest_prodval.processes import free_loopback_port
 from pytest_prodval.servermetrics import (
     PrometheusQuery,
     Scraper,
@@ -435,51 +434,10 @@ def test_selectors_quantile_rules_and_redaction() -> None:
 # --- a real Prometheus ----------------------------------------------------------------------
 
 
-def prometheus_binary() -> str:
-    found = shutil.which("prometheus") or ("/usr/bin/prometheus" if os.access("/usr/bin/prometheus", os.X_OK) else None)
-    if found is None:
-        if "CI" in os.environ:
-            pytest.fail("CI is set but the prometheus binary is missing: apt-get install -y --no-install-recommends "
-                        "prometheus", pytrace=False)
-        pytest.skip("prometheus is not installed (apt-get install -y prometheus); required when CI is set")
-    return found
-
-
 @pytest.fixture
 def prometheus(server: MetricsServer, tmp_path: Path) -> Iterator[str]:
-    binary = prometheus_binary()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        "scrape_configs:\n"
-        "  - job_name: servermetrics_test\n"
-        "    scrape_interval: 1s\n    scrape_timeout: 1s\n"
-        f"    static_configs: [{{targets: ['127.0.0.1:{server.port}']}}]\n"
-    )
-    for _attempt in range(3):  # the free port may be taken between choosing and binding
-        port = free_loopback_port()
-        log = (tmp_path / "prometheus.log").open("wb")
-        proc = spawn([binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                      f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"], stdout=log, stderr=log)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 15
-        while proc.poll() is None and time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        if proc.poll() is None and time.monotonic() < deadline:
-            try:
-                yield url
-            finally:
-                stop(proc, grace_s=5)
-                log.close()
-            return
-        stop(proc, grace_s=5)
-        log.close()
-    pytest.fail(f"prometheus did not start: {(tmp_path / 'prometheus.log').read_text()[-2000:]}")
+    with prometheus_server(tmp_path / "prometheus", [f"127.0.0.1:{server.port}"], job="servermetrics_test") as url:
+        yield url
 
 
 def wait_for_phase(url: str, phase: int) -> None:

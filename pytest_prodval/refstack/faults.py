@@ -109,6 +109,10 @@ class ApiFaults(_Knobs):
     # Per-IP limiters: every k6 VU comes from 127.0.0.1, so these must cover the whole run.
     ip_rate_per_s: float = 5000.0
     ip_burst: int = 10000
+    # RingRift tunes each limiter on its own (RATE_LIMIT_WEBSOCKET_POINTS, ...): the websocket
+    # limiter's connects per IP, 0 = the per-IP knobs above.
+    websocket_rate_per_s: float = 0.0
+    websocket_burst: int = 0
     api_latency_ms: int = 0
     ws_latency_ms: int = 0
     error_5xx_rate: float = 0.0

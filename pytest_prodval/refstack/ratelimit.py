@@ -154,6 +154,8 @@ class RateLimiter:
             bucket = f"{name}:{key}" if LIMITERS[name] == "ip" else f"{name}:{key.lower()}"
             burst = f.ip_burst if LIMITERS[name] == "ip" else f.user_burst
             rate = f.ip_rate_per_s if LIMITERS[name] == "ip" else f.user_rate_per_s
+            if name == "websocket" and f.websocket_burst:
+                burst, rate = f.websocket_burst, f.websocket_rate_per_s
             wait = self.buckets.take(bucket, rate, burst)
             if wait > 0:
                 self.limited += 1

@@ -114,7 +114,7 @@ export class Companion {
         st.socket.setInterval(() => this.ping(st), this.pingMs);
         break;
       case sio.REFUSED:
-        if (!st.sampled) this.sample(st, 401);
+        if (!st.sampled) this.sample(st, sio.refusedStatus(text));
         this.close(st);
         break;
       case sio.DISCONNECT:

@@ -154,7 +154,8 @@ export class Player {
         this.tick(s);
         break;
       case sio.REFUSED:
-        if (!s.sampled) this.connectSample(s, 401); // token refused (api.invalidate() via 401)
+        // token refused (api.invalidate() via 401), or rate limited (429)
+        if (!s.sampled) this.connectSample(s, sio.refusedStatus(text));
         this.close(s);
         break;
       case sio.DISCONNECT:

@@ -67,3 +67,16 @@ export function connectFrame(token) {
 }
 
 export const PONG = '3';
+
+/**
+ * The status a refused connect (`44{…}`) stands for: 429 when the server says it was rate
+ * limited (`data.code` RATE_LIMITED, or "rate limit" in the message), else 401 (token refused:
+ * RingRift's only reason at 2aa9f89b5).
+ */
+export function refusedStatus(text) {
+  const body = parseObject(text, 2);
+  const data = body && body.data;
+  const code = data && typeof data === 'object' ? data.code : undefined;
+  const message = body && typeof body.message === 'string' ? body.message : '';
+  return code === 'RATE_LIMITED' || /rate.?limit/i.test(message) ? 429 : 401;
+}
