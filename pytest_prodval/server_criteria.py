@@ -107,7 +107,7 @@ def load(path: Path) -> ServerMetricsRecord | None:
 
 
 def bind(record: ServerMetricsRecord | None, t0_ms: float | None, steady: tuple[float, float] | None) -> ServerData | None:
-    """Server metrics over the run's steady window (the whole record without one)."""
+    """Server metrics over the run's steady window (from the run's start to the last scrape without one)."""
     if record is None or t0_ms is None:
         return None
     if steady is not None:
@@ -116,7 +116,9 @@ def bind(record: ServerMetricsRecord | None, t0_ms: float | None, steady: tuple[
         times = [s.t for target in record.targets for s in target.scrapes]
         if not times:
             return None
-        window = (min(times), max(times))
+        # Not min(times): a Prometheus record reaches `lookback_s` before the run (for the baseline), and
+        # its increments there are not the run's. The scraper's record starts before t0, so nothing changes.
+        window = (max(min(times), t0_ms / 1000), max(times))
     return ServerData(ServerMetrics(record), window, record.source)
 
 

@@ -501,8 +501,20 @@ class PrometheusQuery:
         gaps = sorted({round(b.t - a.t, 3) for tr in record.targets for a, b in zip(tr.scrapes, tr.scrapes[1:])})
         record.interval_s = gaps[len(gaps) // 2] if gaps else None
         params = (("match[]", match or '{__name__=~".+"}'), ("start", f"{start - lookback_s:.3f}"), ("end", f"{end:.3f}"))
-        record.names_seen = sorted(self._get("/api/v1/label/__name__/values", params))
+        record.names_seen = sorted(set(self._get("/api/v1/label/__name__/values", params)) | self._declared_names())
         return record
+
+    def _declared_names(self) -> set[str]:
+        """Names the scraped targets declare (HELP/TYPE). A labelled counter before its first increment
+        (ringrift_ai_fallback_total in a run without fallbacks) has no series, so only its metadata shows
+        that the target exposes it; the direct scrape sees it the same way. Empty when Prometheus cannot say."""
+        try:
+            if self._match:
+                rows = self._get("/api/v1/targets/metadata", {"match_target": "{" + self._match + "}"})
+                return {str(row["metric"]) for row in rows if isinstance(row, dict) and "metric" in row}
+            return {str(name) for name in self._get("/api/v1/metadata", {})}
+        except (ServerMetricsError, TypeError):
+            return set()
 
 
 # --- evaluation -----------------------------------------------------------------------------

@@ -304,7 +304,14 @@ class ProdvalSession:
             return None
         if file_path.resolve().parent != self.settings.scenarios_dir.resolve():
             return None
-        return ScenarioFile.from_parent(parent, path=file_path)
+        # A stable node id (and JUnit classname) relative to the project, not to pytest's rootdir,
+        # which moves to any existing path among the arguments (`--prodval-results-dir /tmp/x`).
+        from .settings import project_dir
+
+        base = project_dir(self.config).resolve()
+        resolved = file_path.resolve()
+        nodeid = str(resolved.relative_to(base)) if resolved.is_relative_to(base) else f"scenarios/{file_path.name}"
+        return ScenarioFile.from_parent(parent, path=file_path, nodeid=nodeid)
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
         """A user test that requests `prodval_run` runs once per scenario, marked with its marker."""
