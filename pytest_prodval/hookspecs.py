@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
 if TYPE_CHECKING:
+    from .artifacts import RunPaths
     from .bypass import BypassController
     from .models import SloReport
-    from .artifacts import RunPaths
+    from .scenarios import Scenario
     from .seeding import SeedResult
+    from .session import ProdvalSession
+    from .target import Prepared
 
 
 @pytest.hookspec(firstresult=True)
@@ -26,11 +29,12 @@ def pytest_prodval_seed_users(
 
 
 @pytest.hookspec(firstresult=True)
-def pytest_prodval_bypass_controller(config: pytest.Config, prepared: Any, session: Any) -> BypassController | None:
+def pytest_prodval_bypass_controller(config: pytest.Config, prepared: Prepared, session: ProdvalSession) -> BypassController | None:
     """Return the object that turns the staging rate-limit bypass on and off.
 
-    The default talks to the admin endpoint (`POST /api/admin/rate-limit-bypass` with
-    PRODVAL_ADMIN_TOKEN); return a `bypass.CommandBypass` for a pair of commands, or your own.
+    The default: the environment's `bypass_on`/`bypass_off` commands (`bypass.CommandBypass`),
+    else the admin endpoint with PRODVAL_ADMIN_TOKEN (`bypass.HttpBypass`), else the header
+    alone when RATE_LIMIT_BYPASS_TOKEN is set (`bypass.HeaderBypass`); or return your own.
     """
 
 
@@ -38,7 +42,7 @@ def pytest_prodval_run_finished(config: pytest.Config, report: SloReport, paths:
     """Called after a scenario's artifacts are written (also when criteria fail or the run broke)."""
 
 
-def pytest_prodval_before_k6(config: pytest.Config, scenario: Any, prepared: Any, session: Any) -> None:
+def pytest_prodval_before_k6(config: pytest.Config, scenario: Scenario, prepared: Prepared, session: ProdvalSession) -> None:
     """Called right before a scenario's k6 process starts (after preflight, seeding and bypass).
 
     For last-moment setup against the target: warm caches, switch feature flags, or on the
@@ -47,7 +51,7 @@ def pytest_prodval_before_k6(config: pytest.Config, scenario: Any, prepared: Any
     """
 
 
-def pytest_prodval_preflight(config: pytest.Config, prepared: Any, session: Any) -> None:
+def pytest_prodval_preflight(config: pytest.Config, prepared: Prepared, session: ProdvalSession) -> None:
     """Add your own clean-signal checks after the built-in preflight (tools, health, passwords, login).
 
     Raise `pytest_prodval.preflight.PreflightError(reason, check=..., hint=...)` to stop: every

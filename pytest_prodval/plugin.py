@@ -12,7 +12,7 @@ import signal
 from collections.abc import Generator
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -23,8 +23,12 @@ from .fixtures import (  # noqa: F401 (fixtures of the entry-point module)
 )
 from .junit import JunitSystemOut
 from .items import SESSION_KEY
-from .scenarios import ScenarioFileError, load_catalogue, resolve_environment
+from .scenarios import Environment, ScenarioFileError, load_catalogue, resolve_environment
 from .session import ProdvalSession
+from .target import Prepared
+
+if TYPE_CHECKING:
+    from .bypass import BypassController
 from .settings import add_options, add_short_env_option, load_settings, refuse_production
 
 _SETTINGS_KEY = pytest.StashKey[Any]()
@@ -47,7 +51,7 @@ def pytest_prodval_seed_users(
 
 
 @pytest.hookimpl(trylast=True)
-def pytest_prodval_bypass_controller(config: pytest.Config, prepared: Any, session: Any) -> Any:
+def pytest_prodval_bypass_controller(config: pytest.Config, prepared: Prepared, session: ProdvalSession) -> BypassController:
     """Default bypass switch, the first that applies: the environment's `bypass_on`/`bypass_off`
     commands; the admin endpoint with PRODVAL_ADMIN_TOKEN (the embedded stack); the bypass
     header alone when RATE_LIMIT_BYPASS_TOKEN is set (a target configured for it, like RingRift)."""
@@ -58,7 +62,7 @@ def pytest_prodval_bypass_controller(config: pytest.Config, prepared: Any, sessi
         return CommandBypass(env.bypass_on, env.bypass_off)
     token = session.admin_token
     if token:
-        return HttpBypass(prepared.base_url, token)
+        return HttpBypass(prepared.base_url or "", token)
     if os.environ.get(BYPASS_TOKEN_VAR):
         return HeaderBypass()
     raise pytest.UsageError(_NO_SWITCH)
@@ -134,7 +138,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(XdistHooks(), "prodval-xdist")
 
 
-def _require_bypass_switch(config: pytest.Config, environment: Any) -> None:
+def _require_bypass_switch(config: pytest.Config, environment: Environment) -> None:
     """The bypass needs a switch (see the default pytest_prodval_bypass_controller): a usage error at start."""
     import sys
 
