@@ -217,7 +217,8 @@ def target_of(env: Any, *, admin_token: str | None) -> Any:
     except ValueError as exc:
         raise PreflightError(str(exc), check="websocket", hint=HINT_WEBSOCKET) from None
     return Target(env.base_url or "", ws_url, env.ai_service_url, metrics_url=env.metrics_url,
-                  prometheus_url=env.prometheus_url, admin_token=admin_token)
+                  prometheus_url=env.prometheus_url, prometheus_match=tuple(sorted(env.prometheus_match.items())),
+                  admin_token=admin_token)
 
 
 def check_target(prepared: Any, target: Any, settings: Any, password: str | None, scenarios: Any) -> None:

@@ -226,6 +226,8 @@ class Environment(_Strict):
     ai_service_url: str | None = None
     metrics_url: str | None = None  # the target's Prometheus text endpoint (RingRift: BASE_URL/metrics)
     prometheus_url: str | None = None  # a Prometheus server scraping the target (PromQL over HTTP)
+    # Label equality that selects the target's series on a shared Prometheus, e.g. {job = "ringrift"}.
+    prometheus_match: dict[str, str] = Field(default_factory=dict)
     profile: str | None = None
     # The bypass switch for servers configured by environment (RingRift: no admin endpoint),
     # e.g. ["kubectl", "set", "env", "deploy/api", "RATE_LIMIT_BYPASS_ENABLED=true"].

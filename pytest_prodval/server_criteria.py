@@ -34,6 +34,7 @@ class RunScrape:
     started: float
     scraper: Scraper | None = None
     prometheus_url: str | None = None
+    prometheus_match: dict[str, str] = field(default_factory=dict)
     timers: list[threading.Timer] = field(default_factory=list)
 
     def mark_window(self, start_s: float, end_s: float) -> None:
@@ -68,7 +69,8 @@ def start(prepared: Prepared, names: set[str], *, interval_s: float) -> RunScrap
     if not names or not (prepared.metrics_url or prepared.prometheus_url):
         return None
     wanted = sorted(names | set(TRIAGE_NAMES))
-    run = RunScrape(names=wanted, started=time.time(), prometheus_url=prepared.prometheus_url)
+    run = RunScrape(names=wanted, started=time.time(), prometheus_url=prepared.prometheus_url,
+                    prometheus_match=dict(prepared.prometheus_match))
     if prepared.metrics_url and not prepared.prometheus_url:
         run.scraper = Scraper(prepared.metrics_url, names=wanted, interval_s=interval_s)
         run.scraper.start()
@@ -89,7 +91,7 @@ def stop(run: RunScrape | None, path: Path) -> ServerMetricsRecord | None:
             run.scraper.stop()
         record = run.scraper.record()
     else:
-        query = PrometheusQuery(run.prometheus_url or "")
+        query = PrometheusQuery(run.prometheus_url or "", match=run.prometheus_match or None)
         try:
             record = query.fetch(run.names, run.started, time.time())
         except ServerMetricsError as exc:

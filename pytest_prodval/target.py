@@ -54,6 +54,7 @@ class Target:
     ai_service_url: str | None = None
     metrics_url: str | None = None  # the target's Prometheus text endpoint, scraped by the plugin
     prometheus_url: str | None = None  # or a Prometheus server that scrapes the target
+    prometheus_match: tuple[tuple[str, str], ...] = ()  # its labels there, e.g. (("job", "ringrift"),)
     admin_token: str | None = None  # the embedded stack's own; for staging PRODVAL_ADMIN_TOKEN
     embedded: bool = False
 
@@ -66,6 +67,7 @@ class Prepared(BaseModel):
     ai_service_url: str | None = None
     metrics_url: str | None = None
     prometheus_url: str | None = None
+    prometheus_match: dict[str, str] = {}
     embedded: bool = False
     k6_path: str | None = None
     k6_version: str | None = None
@@ -82,12 +84,13 @@ class Prepared(BaseModel):
     def of(cls, target: Target) -> Prepared:
         """The URLs of a target, nothing checked yet."""
         return cls(base_url=target.base_url, ws_url=target.ws_url, ai_service_url=target.ai_service_url,
-                   metrics_url=target.metrics_url, prometheus_url=target.prometheus_url, embedded=target.embedded)
+                   metrics_url=target.metrics_url, prometheus_url=target.prometheus_url,
+                   prometheus_match=dict(target.prometheus_match), embedded=target.embedded)
 
     def target(self, admin_token: str | None = None) -> Target:
         """Back to a Target (on a worker: the controller's)."""
         return Target(self.base_url or "", self.ws_url or "", self.ai_service_url, self.metrics_url,
-                      self.prometheus_url, admin_token, self.embedded)
+                      self.prometheus_url, tuple(sorted(self.prometheus_match.items())), admin_token, self.embedded)
 
 
 @contextmanager

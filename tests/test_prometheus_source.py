@@ -50,6 +50,7 @@ base_url = "${PROMSTACK_URL}"
 ws_url = "${PROMSTACK_WS_URL}"
 ai_service_url = "${PROMSTACK_AI_URL}"
 prometheus_url = "${PROMSTACK_PROMETHEUS_URL}"
+prometheus_match = { job = "prodval_refstack" }  # only the stack's series, as on a shared Prometheus
 """
 
 # criterion -> (metric, aggregation, denominator): what the direct scrape is asked for the same window
