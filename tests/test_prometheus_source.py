@@ -166,7 +166,7 @@ def assert_from_prometheus(run: Run, stack: LocalStack, prometheus: str) -> None
     """The record came from the Prometheus server over its API, scraped at 1 s, and every criterion says so."""
     record = run.record
     assert record.source == "prometheus", record.notes
-    assert record.endpoint == prometheus and not record.notes
+    assert record.endpoint == prometheus + '{job="prodval_refstack"}' and not record.notes  # the match is recorded
     assert [t.name for t in record.targets] == [f"{JOB}/{urlsplit(stack.base_url).netloc}"]
     assert record.interval_s == pytest.approx(1.0, abs=0.1)
     for name in SERVER_CRITERIA:
