@@ -211,3 +211,14 @@ def write_run_artifacts(session: Any, scenario: Any, paths: RunPaths, report: Sl
         pass
     write_report(report, paths.slo_report)
     session.config.hook.pytest_prodval_run_finished(config=session.config, report=report, paths=paths)
+
+
+def rewrite_report(session: Any, report: SloReport, report_path: Path) -> None:
+    """Write a report again after the run (e.g. the bypass went off at teardown): JSON and HTML."""
+    write_report(report, report_path)
+    html = report.artifacts.get("html")
+    if html:
+        from .html import write_html
+
+        baseline = session.baseline if session.baseline and session.baseline.scenario_id == report.scenario_id else None
+        write_html(report, report_path.parent / html, baseline=baseline)

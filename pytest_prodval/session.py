@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from . import preflight, terminal
-from .artifacts import RunPaths, load_report, timestamp, utc_now_iso, write_report
+from .artifacts import RunPaths, load_report, rewrite_report, timestamp, utc_now_iso, write_report
 from .bypass import BypassLease
 from .facts import BYPASS_TOKEN_VAR
 from .items import SESSION_KEY, CriterionItem, ScenarioFile
@@ -158,7 +158,7 @@ class ProdvalSession:
                 for outcome in self.runs.local.values():  # the reports say when it went off
                     if outcome.report is not None and outcome.report_path:
                         outcome.report.bypass = prepared.bypass
-                        write_report(outcome.report, Path(outcome.report_path))
+                        rewrite_report(self, outcome.report, Path(outcome.report_path))
 
     @contextmanager
     def _recording(self, prepared: Prepared) -> Iterator[None]:
