@@ -251,3 +251,25 @@ def test_the_bypass_check_reads_ringrifts_rate_limit_headers(stack: LocalStack, 
         assert lease.verify_on(probe) is True
     assert lease.verify_off(probe) is True
     assert limit_probe(None, Target(stack.base_url, stack.ws_url), email, "wrong-Password1")() is None  # cannot tell
+
+
+@pytest.mark.parametrize(("env_commands", "admin", "token", "expected"), [
+    (True, "admin-token", "bypass-token-0123456789", "CommandBypass"),  # RingRift: a restart with the variables
+    (False, "admin-token", "bypass-token-0123456789", "HttpBypass"),   # the embedded stack's admin endpoint
+    (False, None, "bypass-token-0123456789", "HeaderBypass"),          # a target configured with a token
+])
+def test_the_default_switch_is_the_first_that_applies(monkeypatch: pytest.MonkeyPatch, env_commands: bool,
+                                                      admin: str | None, token: str, expected: str) -> None:
+    from types import SimpleNamespace
+
+    from pytest_prodval.plugin import pytest_prodval_bypass_controller
+
+    monkeypatch.setenv("RATE_LIMIT_BYPASS_TOKEN", token)
+    environment = SimpleNamespace(bypass_on=["deploy", "on"] if env_commands else None,
+                                  bypass_off=["deploy", "off"] if env_commands else None)
+    session = SimpleNamespace(environment=environment, admin_token=admin)
+    prepared = SimpleNamespace(base_url="http://127.0.0.1:9")
+    controller = pytest_prodval_bypass_controller(config=None, prepared=prepared, session=session)  # type: ignore[arg-type]
+    assert type(controller).__name__ == expected
+    if env_commands:
+        assert (controller.enable_cmd, controller.disable_cmd) == (["deploy", "on"], ["deploy", "off"])  # type: ignore[union-attr]

@@ -44,6 +44,7 @@ from pytest_prodval.seeding import seed_users
 
 SECRET_PASSWORD = "Sup3r-Secret-Value-123"
 SECRET_ADMIN_TOKEN = "Adm1n-T0ken-Secret-Value-456"
+SECRET_BYPASS_TOKEN = "Byp4ss-T0ken-Secret-Value-789"  # sent as X-RateLimit-Bypass-Token by seeding, preflight and k6
 WRONG_PASSWORD = "Wr0ng-Pool-Pass-Value-789"
 POOL_SIZE = 16  # smoke peaks at 9 player + 3 companion VUs
 SMOKE_ID = "BCAP_SMOKE_4G_12P"
@@ -469,7 +470,8 @@ def test_kill_9_mid_run_takes_the_embedded_stack_and_k6_along(project: Project) 
 
 @pytest.mark.slow
 def test_secrets_appear_nowhere(project: Project, teststack: LocalStack) -> None:
-    run = project.run("--prodval-bypass", "true", "--junitxml", "slo.xml", "-rA", "-v", env=stack_env(teststack))
+    run = project.run("--prodval-bypass", "true", "--junitxml", "slo.xml", "-rA", "-v",
+                      env={**stack_env(teststack), "RATE_LIMIT_BYPASS_TOKEN": SECRET_BYPASS_TOKEN})
 
     assert run.rc == 0, run.output[-3000:]
     assert outcomes(run)["passed"] == SMOKE_ITEMS
@@ -478,7 +480,7 @@ def test_secrets_appear_nowhere(project: Project, teststack: LocalStack) -> None
     assert "prodval" in run.output and len(run.junit().findall(".//testcase")) == SMOKE_ITEMS
     # The module stack's own logs are part of what is searched.
     shutil.copytree(teststack.log_dir, run.folder / "teststack-logs")  # type: ignore[arg-type]
-    assert_no_secret(run, SECRET_PASSWORD, SECRET_ADMIN_TOKEN)
+    assert_no_secret(run, SECRET_PASSWORD, SECRET_ADMIN_TOKEN, SECRET_BYPASS_TOKEN)
     # The search itself finds a secret, also inside a .gz.
     (run.folder / "canary.json.gz").write_bytes(gzip.compress(SECRET_PASSWORD.encode()))
     with pytest.raises(AssertionError, match="canary.json.gz"):
