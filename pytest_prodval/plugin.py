@@ -125,6 +125,8 @@ def pytest_configure(config: pytest.Config) -> None:
             except ScenarioFileError as exc:
                 raise pytest.UsageError(str(exc)) from None
             refuse_production(environment, settings.production_hosts)
+            if not environment.embedded:
+                _check_urls(environment)
     if settings.bypass and environment is not None and not environment.embedded and not settings.from_results:
         _require_bypass_switch(config, environment)
     session = ProdvalSession(config, settings, catalogue, environment)
@@ -136,6 +138,22 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(JunitSystemOut(config), "prodval-junit")
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(), "prodval-xdist")
+
+
+def _check_urls(environment: Environment) -> None:
+    """A URL that cannot be used is a usage error at start, naming the environment and the value."""
+    from .target import normalise_ws_url
+
+    for field in ("base_url", "ai_service_url", "metrics_url", "prometheus_url"):
+        value = getattr(environment, field)
+        if value and not value.startswith(("http://", "https://")):
+            raise pytest.UsageError(f"environment {environment.name!r}: {field} {value!r} is not an http(s):// URL")
+    if not environment.base_url:
+        raise pytest.UsageError(f"environment {environment.name!r}: base_url is not set")
+    try:
+        normalise_ws_url(environment.ws_url or "")
+    except ValueError as exc:
+        raise pytest.UsageError(f"environment {environment.name!r}: ws_url: {exc}") from None
 
 
 def _require_bypass_switch(config: pytest.Config, environment: Environment) -> None:

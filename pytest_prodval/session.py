@@ -394,6 +394,8 @@ class ProdvalSession:
 
 def _uses_xdist(session: pytest.Session) -> bool:
     """Whether this controller distributes tests to xdist workers (then it runs no fixtures itself)."""
+    if not session.config.pluginmanager.hasplugin("xdist"):  # installed but not loaded (-p no:xdist)
+        return False
     try:
         from xdist import is_xdist_controller  # type: ignore[import-untyped]
     except ImportError:

@@ -114,3 +114,28 @@ def test_a_bypass_pattern_that_misses_the_pool_is_a_preflight_error() -> None:
     with pytest.raises(PreflightError) as info:  # RingRift's default pattern needs a dot after "loadtest"
         check_pool_pattern(r"^loadtest\..+@loadtest\.local$", "loadtest_user_1@loadtest.local")
     assert r"^loadtest\..+@loadtest\.local$" in info.value.reason and "loadtest_user_1@loadtest.local" in info.value.reason
+
+
+@pytest.mark.parametrize(("name", "value", "expected"), [
+    ("WS_URL", "127.0.0.1:3101", "ws_url"),
+    ("STAGING_URL", "staging.example.com", "base_url"),
+])
+def test_an_unusable_url_is_a_usage_error_at_start(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
+                                                   name: str, value: str, expected: str) -> None:
+    for var in ("STAGING_URL", "WS_URL", "AI_SERVICE_URL"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9" if var != "WS_URL" else "ws://127.0.0.1:9")
+    monkeypatch.setenv(name, value)
+    result = pytester.runpytest("-m", "baseline", "--env", "staging", "--collect-only", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*environment 'staging': {expected}*{value}*"])
+
+
+def test_xdist_installed_but_not_loaded(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`-p no:xdist` (or PYTEST_DISABLE_PLUGIN_AUTOLOAD): no xdist options exist; the session must not ask for them."""
+    pytester.makeconftest(DEAD_TARGET_CONFTEST)
+    for name in ("STAGING_URL", "WS_URL", "AI_SERVICE_URL"):
+        monkeypatch.setenv(name, "http://127.0.0.1:8" if name != "WS_URL" else "ws://127.0.0.1:8")
+    result = pytester.runpytest("-p", "no:xdist", "-m", "baseline", "--env", "staging", "-k", "api_latency_p95",
+                                "-p", "no:cacheprovider")
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    result.assert_outcomes(errors=1)
