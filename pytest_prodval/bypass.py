@@ -27,7 +27,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LEASE_S = 120.0
 BYPASS_PATH = "/api/admin/rate-limit-bypass"
-PROBE_PATH = "/api/games?status=waiting"  # cheap, authenticated, rate limited like every /api/* route
 
 
 class BypassError(RuntimeError):
@@ -261,42 +260,6 @@ class BypassLease:
                 log.warning("rate-limit bypass renewal failed: %s", exc)
 
 
-def verify_limited(
-    base_url: str,
-    token: str,
-    *,
-    requests: int = 100,
-    burst: int | None = None,
-    rate_per_s: float = 0.0,
-    path: str = PROBE_PATH,
-    timeout_s: float = 5.0,
-) -> bool | None:
-    """Fire `requests` quick authenticated GETs as one user: True if any got 429.
-
-    No 429 proves the user unlimited only if the burst outran the per-user limit, which is
-    known only when the caller passes it (`burst` tokens refilled at `rate_per_s`, e.g. the
-    reference stack's `user_burst` / `user_rate_per_s`). Otherwise returns None and logs
-    why: the limits are too high (or unknown) for the check to tell.
-    """
-    url = base_url.rstrip("/") + path
-    sent = 0
-    started = time.monotonic()
-    with httpx.Client(timeout=timeout_s, headers={"Authorization": f"Bearer {token}"}) as client:
-        for _ in range(requests):
-            response = client.get(url)
-            sent += 1
-            if response.status_code == 429:
-                return True
-            if response.status_code == 401:
-                raise BypassError(f"bypass check: GET {url} returned 401 (the probe token is not valid)")
-    elapsed = time.monotonic() - started
-    if burst is not None and sent > burst + rate_per_s * elapsed:
-        return False
-    limit = "unknown" if burst is None else f"{burst} + {rate_per_s:g}/s x {elapsed:.2f} s"
-    log.info("bypass check inconclusive: %d requests got no 429, per-user limit %s is not below the burst", sent, limit)
-    return None
-
-
 def _utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -317,22 +280,3 @@ def lease_seconds(env: Mapping[str, str]) -> float:
     if not 0 < lease < float("inf"):
         raise ValueError(f"PRODVAL_BYPASS_LEASE_S={text!r} must be a positive number of seconds")
     return lease
-
-
-def probe_embedded_limits(base_url: str, admin_token: str, email: str, password: str) -> bool | None:
-    """Whether `email` is rate limited now, on a stack whose limits its admin API tells (the embedded one).
-
-    On staging the limits are unknown and a burst proves nothing while adding load, so the
-    plugin calls this only for the embedded stack. Any failure answers None ("not verified").
-    """
-    from .preflight import login
-
-    try:
-        with httpx.Client(timeout=10) as client:
-            faults = client.get(f"{base_url}/api/admin/faults", headers={"X-Admin-Token": admin_token}).json()
-            knobs = faults.get("data", {}).get("faults", {})
-            token = login(client, base_url, email, password)["accessToken"]
-        burst, rate = int(knobs.get("user_burst", 40)), float(knobs.get("user_rate_per_s", 20.0))
-        return verify_limited(base_url, token, requests=burst + 20, burst=burst, rate_per_s=rate)
-    except Exception:  # a failed check is "not verified", never a broken run
-        return None

@@ -24,7 +24,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import ClientConnection, connect
 
-from pytest_prodval.bypass import HttpBypass, probe_embedded_limits
+from pytest_prodval.bypass import HttpBypass
 from pytest_prodval.refstack.launcher import LocalStack, StackError
 
 PASSWORD = "Pool-Passw0rd"
@@ -467,16 +467,6 @@ def test_the_bypass_token_covers_http_and_the_websocket_handshake(stack: LocalSt
         assert refused.connect_reply.startswith("44") and json.loads(refused.connect_reply[2:])["data"]["code"] == "RATE_LIMITED"
         assert sio(stack, exits, player, headers=token).connected
     assert metric(stack, "ringrift_rate_limit_hits_total", endpoint="websocket:connect", limiter="websocket") >= 1
-
-
-def test_probe_embedded_limits_tells_limited_from_bypassed(stack: LocalStack, api: httpx.Client) -> None:
-    pooled = Player(api, f"loadtest_{secrets.token_hex(3)}@loadtest.local")
-    assert probe_embedded_limits(stack.base_url, stack.admin_token, pooled.email, PASSWORD) is True
-    HttpBypass(stack.base_url, stack.admin_token).enable(r"loadtest.*@loadtest\.local", lease_s=30)
-    assert probe_embedded_limits(stack.base_url, stack.admin_token, pooled.email, PASSWORD) is False
-
-
-# -- fault knobs -------------------------------------------------------------------------------------------
 
 
 def test_token_knobs_ttl_expires_in_and_opaque_tokens(stack: LocalStack, api: httpx.Client) -> None:
