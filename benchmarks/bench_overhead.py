@@ -36,7 +36,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
@@ -342,8 +341,7 @@ def bare_run(scenarios_dir: Path, marker: str, time_scale: float, results: Path)
                            pool, time_scale=time_scale, token_ttl_s=token.ttl_s, refresh_window_s=60.0,
                            summary_path=paths.summary)
         # The plugin's own env builder, so both sides write the same outputs (raw, summary, dashboard).
-        fake = SimpleNamespace(password=password)
-        env = k6_env(config, fake, paths.dashboard, scenario.duration_s(time_scale))  # type: ignore[arg-type]
+        env = k6_env(config, password, paths.dashboard, scenario.duration_s(time_scale))
         script = (scenarios_dir / scenario.script).resolve()
         argv = k6_command(k6, script, paths.raw)  # bare: no REST API (the plugin's progress line uses one)
         bound = scenario.duration_s(time_scale) + config["gracefulRampDownS"] + 120

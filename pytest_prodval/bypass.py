@@ -149,6 +149,22 @@ class HeaderBypass:
         return None
 
 
+def default_switch(environment: Any, admin_token: str | None, base_url: str,
+                   env: Mapping[str, str]) -> BypassController | None:
+    """The first switch that applies (None: none does): the environment's `bypass_on`/`bypass_off`
+    commands; the admin endpoint with an admin token (the embedded stack); the header alone when
+    RATE_LIMIT_BYPASS_TOKEN is set (a target configured for it, like RingRift)."""
+    from .facts import BYPASS_TOKEN_VAR
+
+    if environment is not None and environment.bypass_on and environment.bypass_off:
+        return CommandBypass(environment.bypass_on, environment.bypass_off)
+    if admin_token:
+        return HttpBypass(base_url, admin_token)
+    if env.get(BYPASS_TOKEN_VAR):
+        return HeaderBypass()
+    return None
+
+
 class BypassLease:
     """Context manager: bypass on (with a lease renewed every lease/3) inside, off after — always."""
 
@@ -262,21 +278,3 @@ class BypassLease:
 
 def _utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def lease_seconds(env: Mapping[str, str]) -> float:
-    """The lease from PRODVAL_BYPASS_LEASE_S (default DEFAULT_LEASE_S); ValueError if not a positive number.
-
-    It bounds how long the bypass can stay on after pytest is killed (-9) mid-run; a short
-    lease costs more renewals (one every third of it).
-    """
-    text = env.get("PRODVAL_BYPASS_LEASE_S")
-    if not text:
-        return DEFAULT_LEASE_S
-    try:
-        lease = float(text)
-    except ValueError:
-        lease = float("nan")
-    if not 0 < lease < float("inf"):
-        raise ValueError(f"PRODVAL_BYPASS_LEASE_S={text!r} must be a positive number of seconds")
-    return lease

@@ -235,7 +235,7 @@ def run_k6(
     )
 
 
-def k6_env(config: dict[str, Any], session: ProdvalSession, dashboard: Path, duration_s: float) -> dict[str, str]:
+def k6_env(config: dict[str, Any], password: str | None, dashboard: Path, duration_s: float) -> dict[str, str]:
     """k6's environment: ours minus the admin token, plus PRODVAL_CONFIG and the pool password.
 
     Every other variable passes through (LOADTEST_USER_PASSWORD and RATE_LIMIT_BYPASS_TOKEN
@@ -246,7 +246,7 @@ def k6_env(config: dict[str, Any], session: ProdvalSession, dashboard: Path, dur
     period = max(1, min(10, int(duration_s / 10)))
     env.update(
         PRODVAL_CONFIG=json.dumps(config),
-        LOADTEST_USER_POOL_PASSWORD=session.password or "",
+        LOADTEST_USER_POOL_PASSWORD=password or "",
         K6_WEB_DASHBOARD="true", K6_WEB_DASHBOARD_EXPORT=str(dashboard),
         K6_WEB_DASHBOARD_HOST="127.0.0.1", K6_WEB_DASHBOARD_PORT="-1", K6_WEB_DASHBOARD_PERIOD=f"{period}s",
     )
@@ -275,7 +275,7 @@ def run_scenario(session: ProdvalSession, scenario: Scenario, prepared: Prepared
     assert scenario.source is not None and prepared.k6_path is not None
     script = (scenario.source.parent / scenario.script).resolve()
     duration = scenario.duration_s(settings.time_scale)
-    env = k6_env(config, session, paths.dashboard, duration)
+    env = k6_env(config, session.password, paths.dashboard, duration)
     api_port = processes.free_loopback_port()
     argv = k6_command(prepared.k6_path, script, paths.raw, api_address=f"127.0.0.1:{api_port}")
     session.config.hook.pytest_prodval_before_k6(config=session.config, scenario=scenario, prepared=prepared, session=session)

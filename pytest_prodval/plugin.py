@@ -55,17 +55,12 @@ def pytest_prodval_bypass_controller(config: pytest.Config, prepared: Prepared, 
     """Default bypass switch, the first that applies: the environment's `bypass_on`/`bypass_off`
     commands; the admin endpoint with PRODVAL_ADMIN_TOKEN (the embedded stack); the bypass
     header alone when RATE_LIMIT_BYPASS_TOKEN is set (a target configured for it, like RingRift)."""
-    from .bypass import CommandBypass, HeaderBypass, HttpBypass
+    from .bypass import default_switch
 
-    env = session.environment
-    if env is not None and env.bypass_on and env.bypass_off:
-        return CommandBypass(env.bypass_on, env.bypass_off)
-    token = session.admin_token
-    if token:
-        return HttpBypass(prepared.base_url or "", token)
-    if os.environ.get(BYPASS_TOKEN_VAR):
-        return HeaderBypass()
-    raise pytest.UsageError(_NO_SWITCH)
+    controller = default_switch(session.environment, session.admin_token, prepared.base_url or "", os.environ)
+    if controller is None:
+        raise pytest.UsageError(_NO_SWITCH)
+    return controller
 
 
 _NO_SWITCH = (
@@ -160,10 +155,11 @@ def _require_bypass_switch(config: pytest.Config, environment: Environment) -> N
     """The bypass needs a switch (see the default pytest_prodval_bypass_controller): a usage error at start."""
     import sys
 
+    from .bypass import default_switch
+
     ours = sys.modules[__name__]
     impls = config.pluginmanager.hook.pytest_prodval_bypass_controller.get_hookimpls()
-    has_default = bool(environment.bypass_on and environment.bypass_off) or bool(os.environ.get("PRODVAL_ADMIN_TOKEN")) \
-        or bool(os.environ.get(BYPASS_TOKEN_VAR))
+    has_default = default_switch(environment, os.environ.get("PRODVAL_ADMIN_TOKEN"), "", os.environ) is not None
     if not has_default and all(impl.plugin is ours for impl in impls):
         raise pytest.UsageError(_NO_SWITCH)
 

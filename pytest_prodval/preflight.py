@@ -13,13 +13,18 @@ import math
 import re
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 
 from .facts import BYPASS_HEADER, BYPASS_TOKEN_VAR
+
+if TYPE_CHECKING:
+    from .scenarios import Environment, Scenario
+    from .settings import Settings
+    from .target import Prepared, Target
 
 DEFAULT_POOL_PASSWORD = "TestPassword123!"
 SEEDER_PASSWORD_VAR = "LOADTEST_USER_PASSWORD"
@@ -208,7 +213,7 @@ def bypass_headers(env: Mapping[str, str]) -> dict[str, str]:
     return {BYPASS_HEADER: token} if token else {}
 
 
-def target_of(env: Any, *, admin_token: str | None) -> Any:
+def target_of(env: Environment, *, admin_token: str | None) -> Target:
     """The Target of a (resolved) non-embedded environment; PreflightError for an unusable WS_URL."""
     from .target import Target, normalise_ws_url
 
@@ -221,7 +226,8 @@ def target_of(env: Any, *, admin_token: str | None) -> Any:
                   admin_token=admin_token)
 
 
-def check_target(prepared: Any, target: Any, settings: Any, password: str | None, scenarios: Any) -> None:
+def check_target(prepared: Prepared, target: Target, settings: Settings, password: str | None,
+                 scenarios: Iterable[Scenario]) -> None:
     """Plan §3: tools, health of API and AI service, the Socket.IO endpoint, password alignment and rule."""
     import os
 
@@ -241,7 +247,7 @@ def check_target(prepared: Any, target: Any, settings: Any, password: str | None
     check_websocket(target.ws_url, headers=bypass_headers(os.environ))
 
 
-def check_bypass_reaches_pool(prepared: Any, settings: Any, password: str) -> None:
+def check_bypass_reaches_pool(settings: Settings) -> None:
     """With the bypass on and no bypass token, the pool must match the user pattern (RingRift §5)."""
     import os
 
@@ -249,7 +255,7 @@ def check_bypass_reaches_pool(prepared: Any, settings: Any, password: str) -> No
         check_pool_pattern(settings.bypass_pattern, settings.pool.email(1))
 
 
-def limit_probe(prepared: Any, target: Any, email: str, password: str, *, with_token: bool = True) -> Any:
+def limit_probe(target: Target, email: str, password: str, *, with_token: bool = True) -> Callable[[], bool | None]:
     """A check "is pool user 1 rate limited right now?" for the bypass lease (None: cannot tell).
 
     RingRift sets `X-RateLimit-Remaining` on every request a limiter counted and none on a

@@ -22,12 +22,12 @@ from . import preflight, terminal
 from .artifacts import RunPaths, load_report, rewrite_report, timestamp, utc_now_iso, write_report
 from .bypass import BypassLease
 from .facts import BYPASS_TOKEN_VAR
-from .items import SESSION_KEY, CriterionItem, ScenarioFile
+from .items import CriterionItem, ScenarioFile
 from .judging import baseline_pairs, judge
 from .models import BypassRecord, SloReport
 from .scenarios import Catalogue, Criterion, Environment, Scenario
 from .secrets import Redactor
-from .settings import Settings
+from .settings import PoolSettings, Settings
 from .sharing import RunOutcome, SharedRuns
 from .target import Prepared, Target, embedded_stack
 
@@ -65,7 +65,7 @@ class ProdvalSession:
         self._secrets_from_env()
 
     @property
-    def pool(self) -> Any:
+    def pool(self) -> PoolSettings:
         """The load-test user pool settings."""
         return self.settings.pool
 
@@ -104,7 +104,7 @@ class ProdvalSession:
 
     def preflight(self, target: Target) -> Prepared:
         """The clean-signal checks that need no pool user; a failure is recorded, not raised."""
-        if self.prepared is not None and (self.is_worker or self.prepared.base_url == target.base_url):
+        if self.prepared is not None:  # a worker's (from the controller), or the controller's own
             return self.prepared
         prepared = Prepared.of(target)
         self.prepared = prepared
@@ -130,7 +130,7 @@ class ProdvalSession:
             token = preflight.probe_login(prepared.base_url or "", self.pool.email(1), self.password or "",
                                           ttl_fallback_s=self.settings.token_ttl_fallback_s)
             prepared.token_ttl_s, prepared.token_ttl_source = token.ttl_s, token.source
-            preflight.check_bypass_reaches_pool(prepared, self.settings, self.password or "")
+            preflight.check_bypass_reaches_pool(self.settings)
         return prepared
 
     @contextmanager
@@ -144,8 +144,8 @@ class ProdvalSession:
             yield None
             return
         lease = BypassLease(controller, pattern=self.settings.bypass_pattern, lease_s=self.settings.bypass_lease_s)
-        probe = preflight.limit_probe(prepared, target, self.pool.email(1), self.password or "")
-        probe_after = preflight.limit_probe(prepared, target, self.pool.email(1), self.password or "", with_token=False)
+        probe = preflight.limit_probe(target, self.pool.email(1), self.password or "")
+        probe_after = preflight.limit_probe(target, self.pool.email(1), self.password or "", with_token=False)
         with lease:
             lease.verify_on(probe)
             prepared.bypass = lease.to_record()
@@ -401,8 +401,3 @@ def _uses_xdist(session: pytest.Session) -> bool:
     except ImportError:
         return False
     return bool(is_xdist_controller(session))
-
-
-def session_of(config: pytest.Config) -> ProdvalSession | None:
-    """The active session, or None when the plugin is idle."""
-    return config.stash.get(SESSION_KEY, None)

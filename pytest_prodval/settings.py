@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 ENV_DEST = "prodval_env"
 SHORT_ENV_DEST = "prodval_env_short"
 
+# The plan's §3.4 pattern for the staging bypass (RATE_LIMIT_BYPASS_USER_PATTERN).
+PLAN_BYPASS_PATTERN = r"loadtest.*@loadtest\.local"
+
 # Hosts that look like production unless the user configures their own patterns.
 DEFAULT_PRODUCTION_HOSTS = r"(^|[.-])(prod|production|live)([.-]|$)"
 
@@ -190,7 +193,7 @@ class Settings(BaseModel):
     token_ttl_fallback_s: float | None = None  # LOADTEST_AUTH_TOKEN_TTL_S (plan §3.5)
     refresh_window_s: float = 60.0  # LOADTEST_AUTH_REFRESH_WINDOW_S
     bypass_lease_s: float = 120.0  # PRODVAL_BYPASS_LEASE_S
-    bypass_pattern: str = r"loadtest.*@loadtest\.local"  # RATE_LIMIT_BYPASS_USER_PATTERN (plan §3.4)
+    bypass_pattern: str = PLAN_BYPASS_PATTERN  # RATE_LIMIT_BYPASS_USER_PATTERN
     local_faults: dict[str, Any] | None = None  # PRODVAL_LOCAL_FAULTS
     local_ai_faults: dict[str, Any] | None = None  # PRODVAL_LOCAL_AI_FAULTS
 
@@ -270,7 +273,7 @@ def load_settings(config: pytest.Config) -> Settings:
         raise pytest.UsageError(f"prodval_production_hosts: {hosts!r} is not a regular expression: {exc}") from None
     k6_bin, _ = _pick(config, opt.prodval_k6, "PRODVAL_K6", None)
     env_vars = os.environ
-    pattern = env_vars.get("RATE_LIMIT_BYPASS_USER_PATTERN") or r"loadtest.*@loadtest\.local"
+    pattern = env_vars.get("RATE_LIMIT_BYPASS_USER_PATTERN") or PLAN_BYPASS_PATTERN
     try:
         re.compile(pattern)
     except re.error as exc:

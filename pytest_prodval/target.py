@@ -106,6 +106,6 @@ def embedded_stack(log_dir: Path, settings: Settings) -> Iterator[Target]:
     try:
         stack.start()
         yield Target(stack.base_url, normalise_ws_url(stack.ws_url), stack.ai_url,
-                     metrics_url=stack.base_url.rstrip("/") + "/metrics", admin_token=stack.admin_token, embedded=True)
+                     metrics_url=stack.metrics_url, admin_token=stack.admin_token, embedded=True)
     finally:
         stack.stop()

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from pytest_prodval.scenarios import load_catalogue
@@ -33,6 +34,15 @@ def smoke_scenarios(scenarios_dir: Path) -> Path:
     """The project's scenarios plus `smoke` (tests/data/smoke.toml): real k6 in ~20 s."""
     shutil.copy(REPO / "tests" / "data" / "smoke.toml", scenarios_dir / "smoke.toml")
     return scenarios_dir
+
+
+def reset_stack(stack: Any) -> None:
+    """A shared reference stack back to its defaults: every fault knob, and the bypass off."""
+    stack.set_faults(reset=True)
+    stack.set_ai_faults(reset=True)
+    response = httpx.post(f"{stack.base_url}/api/admin/rate-limit-bypass", json={"enabled": False},
+                          headers={"X-Admin-Token": stack.admin_token}, timeout=5)
+    assert response.status_code == 200, response.text
 
 
 def require_tool(*names: str, install: str) -> str:

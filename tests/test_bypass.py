@@ -249,12 +249,12 @@ def test_the_bypass_check_reads_ringrifts_rate_limit_headers(stack: LocalStack, 
     email, password = "loadtest_user_77@loadtest.local", "BurstPass123!"
     body = {"username": username_for(email), "email": email, "password": password, "confirmPassword": password}
     httpx.post(f"{stack.base_url}/api/auth/register", json=body, timeout=5)
-    probe = limit_probe(None, Target(stack.base_url, stack.ws_url), email, password)
+    probe = limit_probe(Target(stack.base_url, stack.ws_url), email, password)
     assert probe() is True  # bypass off: the user's requests are counted
     with BypassLease(http_bypass, pattern=PATTERN, lease_s=30) as lease:
         assert lease.verify_on(probe) is True
     assert lease.verify_off(probe) is True
-    assert limit_probe(None, Target(stack.base_url, stack.ws_url), email, "wrong-Password1")() is None  # cannot tell
+    assert limit_probe(Target(stack.base_url, stack.ws_url), email, "wrong-Password1")() is None  # cannot tell
 
 
 @pytest.mark.parametrize(("env_commands", "admin", "token", "expected"), [

@@ -28,8 +28,8 @@ def test_smoke_run_produces_every_artifact_docs_and_decision(pytester: pytest.Py
     result.assert_outcomes(passed=27)
     # The healthy half of the fault matrix (tests/test_criteria_faults.py): every criterion of
     # the catalogue is a JUnit testcase and passes on a healthy stack, warn-level ones included.
-    names = [c.name for c in load_catalogue(pytester.path / "scenarios").criteria_for(
-        load_catalogue(pytester.path / "scenarios").scenario("smoke"))]
+    catalogue = load_catalogue(pytester.path / "scenarios")
+    names = [c.name for c in catalogue.criteria_for(catalogue.scenario("smoke"))]
     cases = {case.get("name"): case for case in ET.parse(pytester.path / "slo.xml").getroot().iter("testcase")}
     assert sorted(cases) == sorted(names) and len(names) == 27
     assert all(not list(case) or all(child.tag == "system-out" for child in case) for case in cases.values())

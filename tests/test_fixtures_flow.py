@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -44,8 +45,10 @@ def test_setup_show_lists_the_steps_and_a_conftest_overrides_the_target(pytester
 def test_fixtures_are_documented(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--fixtures", "--env", "local", "-p", "no:cacheprovider")
     out = result.stdout.str()
-    for name in ("prodval_target", "prodval_preflight", "prodval_pool", "prodval_bypass", "prodval_run"):
-        assert f"{name} " in out or f"{name}\n" in out
+    for name, scope in (("prodval_target", " [session scope]"), ("prodval_preflight", " [session scope]"),
+                        ("prodval_pool", " [session scope]"), ("prodval_bypass", " [session scope]"), ("prodval_run", "")):
+        # the fixture's own header line, with its scope and its docstring under it
+        assert re.search(rf"^{name}{re.escape(scope)} -- .*fixtures\.py:\d+\n    \S", out, re.M), name
 
 
 @pytest.mark.parametrize(("name", "value"), [

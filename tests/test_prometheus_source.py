@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import prometheus_server
+from conftest import prometheus_server, reset_stack
 
 from pytest_prodval.refstack.launcher import LocalStack
 from pytest_prodval.server_criteria import TRIAGE_NAMES, bind
@@ -93,14 +93,9 @@ def promstack(stack: LocalStack, prometheus: str, smoke_scenarios: Path, pyteste
            "LOADTEST_USER_POOL_PASSWORD": PASSWORD}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    _reset(stack)
+    reset_stack(stack)
     yield stack
-    _reset(stack)
-
-
-def _reset(stack: LocalStack) -> None:
-    stack.set_faults(reset=True)
-    stack.set_ai_faults(reset=True)
+    reset_stack(stack)
 
 
 @dataclass

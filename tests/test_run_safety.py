@@ -34,6 +34,7 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import reset_stack
 
 from pytest_prodval import processes
 from pytest_prodval.processes import free_loopback_port
@@ -304,15 +305,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 @pytest.fixture
 def teststack(stack: LocalStack) -> Iterator[LocalStack]:
     """The module stack with default knobs and the bypass off, before and after the test."""
-    _reset(stack)
+    reset_stack(stack)
     yield stack
-    _reset(stack)
-
-
-def _reset(stack: LocalStack) -> None:
-    stack.set_faults(reset=True)
-    stack.set_ai_faults(reset=True)
-    _admin(stack, "POST", "/api/admin/rate-limit-bypass", {"enabled": False})
+    reset_stack(stack)
 
 
 def _admin(stack: LocalStack, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -389,8 +384,8 @@ def test_reversed_item_order_still_runs_k6_once(project: Project, teststack: Loc
     assert run.rc == 0, run.output[-3000:]
     assert outcomes(run)["passed"] == SMOKE_ITEMS
     ran = [ln.split("::")[-1].split()[0] for ln in run.output.splitlines() if f"::{SMOKE_ID}::" in ln and "PASSED" in ln]
-    names = [c.name for c in load_catalogue(project.folder / "scenarios").criteria_for(
-        load_catalogue(project.folder / "scenarios").scenario("smoke"))]
+    catalogue = load_catalogue(project.folder / "scenarios")
+    names = [c.name for c in catalogue.criteria_for(catalogue.scenario("smoke"))]
     assert len(ran) == SMOKE_ITEMS and ran == names[::-1]  # reversed
     assert_one_k6_run(run)
     assert len(run.observed["seeding"]) == 1
