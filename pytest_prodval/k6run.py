@@ -273,11 +273,25 @@ def run_scenario(session: ProdvalSession, scenario: Scenario, prepared: Prepared
                        token_ttl_s=prepared.token_ttl_s, refresh_window_s=settings.refresh_window_s,
                        summary_path=paths.summary)
     assert scenario.source is not None and prepared.k6_path is not None
-    script = (scenario.source.parent / scenario.script).resolve()
+    from .scripts import inspect, write_wrapper
+
+    script = scenario.script_path()
+    # Every script, the game's too, runs through the same wrapper (its run-start point); a
+    # script other than the game keeps its own options and gets k6's summary export.
+    wrapper = write_wrapper(script, paths.folder / f"{paths.stem}_wrapper.js")
     duration = scenario.duration_s(settings.time_scale)
+    if not scenario.is_game:
+        duration = max(duration, parse_duration(str(inspect(script, prepared.k6_path).get("totalDuration") or "0s")))
     env = k6_env(config, session.password, paths.dashboard, duration)
+    # Any script finds the target here (BASE_URL / WS_URL only when the user has not set them).
+    target = prepared.target()
+    env.update(PRODVAL_BASE_URL=target.base_url, PRODVAL_WS_URL=target.ws_url)
+    env.setdefault("BASE_URL", target.base_url)
+    env.setdefault("WS_URL", target.ws_url)
     api_port = processes.free_loopback_port()
-    argv = k6_command(prepared.k6_path, script, paths.raw, api_address=f"127.0.0.1:{api_port}")
+    argv = k6_command(prepared.k6_path, wrapper, paths.raw, api_address=f"127.0.0.1:{api_port}")
+    if not scenario.is_game:
+        argv[-1:-1] = ["--summary-export", str(paths.summary)]
     session.config.hook.pytest_prodval_before_k6(config=session.config, scenario=scenario, prepared=prepared, session=session)
     scraper = session.start_server_metrics(prepared, scenario)
     try:
@@ -287,13 +301,13 @@ def run_scenario(session: ProdvalSession, scenario: Scenario, prepared: Prepared
         server_record = session.stop_server_metrics(scraper, paths)
     report.finished_at, report.k6_exit_code = utc_now_iso(), result.exit_code
     report.bypass = prepared.bypass
-    data = read_run(paths, report, scenario, k6_problem=result.problem())
+    data = read_run(paths, report, scenario, criteria, k6_problem=result.problem())
     from .server_criteria import bind
 
     server = bind(server_record, data.t0_ms, report.steady_window_s)
     reason = "; ".join(data.problems) if data.problems else None
     report.complete, report.incomplete_reason = reason is None, session.redactor.redact(reason) if reason else None
-    session.judge(report, scenario, metrics=data.metrics, concurrency=report.concurrency, server=server)
+    session.judge(report, scenario, metrics=data.metrics, concurrency=report.concurrency, server=server, run=data)
     write_run_artifacts(session, scenario, paths, report)
     if result.interrupted:
         session.interrupted = "interrupted by signal during a k6 run"
