@@ -2,10 +2,10 @@
 
 Each criterion is shown to PASS on a healthy run and to FAIL on a run in which a fault knob of
 the reference stack (docs/design.md §1, "Reference stack: details…") makes it misbehave. The
-knobs are combined so that seven smoke runs (10-25 s each) cover all 27 criteria:
+knobs are combined so that seven smoke runs (10-25 s each) cover all 29 criteria:
 
     run          knobs                                                     criteria that must fail
-    healthy      none                                                      none (all 27 pass; the healthy run is
+    healthy      none                                                      none (all 29 pass; the healthy run is
                                                                            tests/test_end_to_end.py's, not repeated)
     errors       5xx + contract violations + lost games, target 5 games    failed_requests_rate, true_error_rate,
                                                                            availability, contract_failures,
@@ -59,6 +59,8 @@ STRICT_LIMITS = {"user_rate_per_s": 0.5, "user_burst": 3}
 # Which run makes each catalogue criterion fail (see the module docstring).
 FAILS_IN: dict[str, str] = {
     "failed_requests_rate": "errors",
+    "games_target_held": "errors",
+    "players_target_held": "errors",
     "true_error_rate": "errors",
     "availability": "errors",
     "contract_failures": "errors",
@@ -211,6 +213,7 @@ def test_errors_contract_lost_games_and_unreachable_concurrency_fail(
         "failed_requests_rate": "failure", "true_error_rate": "failure", "availability": "failure",
         "contract_failures": "failure", "id_lifecycle_mismatches": "failure",
         "concurrent_games": "failure", "concurrent_players": "failure",
+        "games_target_held": "failure", "players_target_held": "failure",
         # 5xx, contract and lifecycle failures are not 401/429 noise.
         "http_401_rate": "passed", "http_429_rate": "passed",
     })
