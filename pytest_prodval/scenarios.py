@@ -243,7 +243,7 @@ class Scenario(_Strict):
             raise ValueError("targets: the game scenarios need [targets] (games, players, players_per_game)")
         if self.steady_stage is not None and self.window is not None:
             raise ValueError("steady_stage and window both set: the steady window is one or the other")
-        if self.steady_stage is not None and not 0 <= self.steady_stage < len(self.stages):
+        if self.steady_stage is not None and (self.stages or self.is_game) and not 0 <= self.steady_stage < len(self.stages):
             raise ValueError(f"steady_stage={self.steady_stage} is not an index of stages (0..{len(self.stages) - 1})")
         return self
 
@@ -280,6 +280,10 @@ class Scenario(_Strict):
             return parse_duration(self.window.start), parse_duration(self.window.end)
         if self.steady_stage is None:
             return None
+        if not self.stages:  # a script's own stages, as k6 reads them (unscaled: the script owns its schedule)
+            from .scripts import stage_window
+
+            return stage_window(self, self.steady_stage)
         start = sum(stage.seconds for stage in self.stages[: self.steady_stage]) * time_scale
         return start, start + self.stages[self.steady_stage].seconds * time_scale
 
