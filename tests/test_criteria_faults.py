@@ -204,10 +204,10 @@ def test_errors_contract_lost_games_and_unreachable_concurrency_fail(
         pytester, monkeypatch,
         # Most created games are lost (201, then 404): every creator meets one within its first creates.
         faults={"lost_game_rate": 0.8},
-        # Deterministic 5xx: the list route always answers 500 (the script still matchmakes through the lobby
-        # events, as against RingRift). A 5 % random 5xx over ~36 steady requests missed every one in 1 run of 6.
-        # Contract violations at 30 %: the chance that none of ~25 successful answers breaks is ~1e-4.
-        runtime_faults={"route_500": ["game_list"], "contract_violation_rate": 0.3},
+        # Deterministic faults (a 5 % random 5xx over ~36 steady requests missed every one in 1 run of 6):
+        # the list route always answers 500 (the script still matchmakes through the lobby events, as
+        # against RingRift) and the first 3 successful answers break the contract; games still form.
+        runtime_faults={"route_500": ["game_list"], "contract_violations": 3},
     )
     run.assert_outcomes({
         "failed_requests_rate": "failure", "true_error_rate": "failure", "availability": "failure",
@@ -278,7 +278,9 @@ def test_short_token_ttl_and_slow_ai_fail_while_the_bypass_keeps_429_away(
     assert re.search(r"ai_move_latency_p99 p\(99\) 3,\d{3} ms >= 3,000 ms \(staging profile, [\d,]+ AI moves\)",
                      run.message("ai_move_latency_p99")), run.message("ai_move_latency_p99")
     # Fallbacks come from the server's own counters (ringrift_ai_requests_total{outcome="fallback"}).
-    assert run.criterion("ai_fallback_rate")["observed"] == 1.0 and run.criterion("ai_fallback_rate")["source"] == "server"
+    # Every AI request falls back; requests still in flight at the window's end are counted without
+    # their fallback yet (3.1 s each in a 7 s window), so the windowed share is at least about half.
+    assert run.criterion("ai_fallback_rate")["observed"] >= 0.5 and run.criterion("ai_fallback_rate")["source"] == "server"
     assert run.criterion("server_ai_latency_p95")["verdict"] == "warn"
     # Nothing but the environment told the TTL: the report says where the (wrong) value came from.
     assert run.report["token_ttl_s"] == 900 and run.report["token_ttl_source"] == "LOADTEST_AUTH_TOKEN_TTL_S"
