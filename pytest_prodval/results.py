@@ -21,6 +21,7 @@ class RunData:
 
     metrics: dict[str, Any] | None = None
     t0_ms: float | None = None
+    run_s: float | None = None  # k6's test run duration (summary state), e.g. when it stopped early
     problems: list[str] = field(default_factory=list)
 
 
@@ -33,6 +34,8 @@ def read_run(paths: RunPaths, report: SloReport, scenario: Scenario, *, k6_probl
         summary = load_summary(paths.summary)
         data.metrics = summary["metrics"]
         data.t0_ms = float((summary.get("setup_data") or {}).get("t0") or 0) or None
+        duration_ms = (summary.get("state") or {}).get("testRunDurationMs")
+        data.run_s = float(duration_ms) / 1000 if isinstance(duration_ms, (int, float)) else None
     except ValueError as exc:
         data.problems.append(str(exc))
     if paths.raw.exists() and data.t0_ms is not None:
