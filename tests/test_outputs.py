@@ -96,6 +96,7 @@ RW_PASSWORD = "Rw-Secret-Pass-789"
 RW_TOKEN = "Rw-Query-Token-321"
 
 
+@pytest.mark.slow
 def test_prometheus_remote_write_receives_the_run_under_its_testid(
         pytester: pytest.Pytester, scenarios_dir: Path, tmp_path_factory: pytest.TempPathFactory,
         monkeypatch: pytest.MonkeyPatch) -> None:
