@@ -130,4 +130,5 @@ def test_k6_stops_a_doomed_run_and_the_junit_says_when_and_why(pytester: pytest.
         if name != "login_latency_p95":
             error = case.find("error")
             assert error is not None and "run incomplete: k6 stopped the run" in error.get("message", ""), name
-    result.stdout.fnmatch_lines(["BCAP_TINY_1G_2P: NO-GO  *"])
+    result.stdout.fnmatch_lines(["BCAP_TINY_1G_2P: NO-GO  *", "*run stopped early: k6 stopped the run * s in: "
+                                 "abort_on_fail criterion login_latency_p95 (p(95)<0.01) crossed its threshold"])
