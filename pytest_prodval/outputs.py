@@ -78,18 +78,17 @@ def scrub_url(text: str) -> str:
         url = match.group(0)
         try:
             parts = urlsplit(url)
-            password = parts.password
-        except ValueError:
-            return url
-        netloc = parts.netloc
-        if password:
+        except ValueError:  # not parseable: mask whatever sits between `//user:` and `@`
+            return re.sub(r"//([^:/@]*):[^@/]*@", rf"//\1:{MASK}@", url)
+        netloc, query = parts.netloc, parts.query
+        if parts.password:
             netloc = f"{parts.username or ''}:{MASK}@{netloc.rpartition('@')[2]}"
-        query = parts.query
         pairs = parse_qsl(query, keep_blank_values=True)
         if any(_SECRET_KEY.search(k) for k, _ in pairs):
             query = urlencode([(k, MASK if _SECRET_KEY.search(k) else v) for k, v in pairs], safe="*")
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment)) if (netloc, query) != (
-            parts.netloc, parts.query) else url
+        if (netloc, query) == (parts.netloc, parts.query):
+            return url  # nothing secret: the URL exactly as written
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
     return _URL.sub(scrub, text)
 

@@ -61,6 +61,7 @@ def test_two_remote_write_urls_are_refused(tmp_path: Path) -> None:
 def test_credentials_in_urls_are_masked_and_known_to_the_redactor() -> None:
     text = "influxdb=https://k6:Influx-Pass-1@influx:8086/k6?token=Tok-ABCD&db=k6 and http://plain:8086/x"
     assert scrub_url(text) == "influxdb=https://k6:***@influx:8086/k6?token=***&db=k6 and http://plain:8086/x"
+    assert scrub_url("http://k6:Pw-1234@[::1/write") == "http://k6:***@[::1/write"  # unparseable, still masked
     secrets = secrets_in([text], {"K6_INFLUXDB_PASSWORD": "Env-Pass-22", "K6_PROMETHEUS_RW_HEADERS_AUTHORIZATION": "Bearer B-1234",
                                   "K6_PROMETHEUS_RW_PUSH_INTERVAL": "1s"})
     assert secrets == {"Influx-Pass-1", "Tok-ABCD", "Env-Pass-22", "Bearer B-1234"}
