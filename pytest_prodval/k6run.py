@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,19 +39,25 @@ K6_EXIT_MEANINGS = {
 }
 
 
-def k6_thresholds(criteria: list[Criterion]) -> dict[str, list[str]]:
+def k6_thresholds(criteria: list[Criterion], time_scale: float = 1.0) -> dict[str, list[str | dict[str, Any]]]:
     """Thresholds that make k6 compute every (sub)metric the criteria read.
 
     k6 reports tagged submetrics only when a threshold names them. The expression is the
-    criterion's own, so k6's verdict (exit 99) agrees with ours, but we judge from values.
+    criterion's own, so k6's verdict (exit 99) agrees with ours, but we judge from values;
+    an `abort_on_fail` criterion's carries abortOnFail (aborts.py).
     """
-    thresholds: dict[str, list[str]] = {}
+    from .aborts import threshold
+
+    thresholds: dict[str, list[str | dict[str, Any]]] = {}
     for criterion in criteria:
         if criterion.metric.name in CONCURRENCY_METRICS or criterion.source != "k6":
             continue  # computed by the plugin from the raw output, or from the target's own metrics
         expressions = thresholds.setdefault(criterion.metric.k6_name, [])
-        if criterion.expression_text not in expressions:
-            expressions.append(criterion.expression_text)
+        entry = threshold(criterion, time_scale)
+        if criterion.expression_text in expressions:  # the same expression, now also aborting
+            expressions.remove(criterion.expression_text)
+        if not any(isinstance(e, dict) and e["threshold"] == criterion.expression_text for e in expressions):
+            expressions.append(entry)
         if criterion.samples_from is not None:
             # Denominators are rates; `rate>=0` always holds and makes k6 report the metric.
             thresholds.setdefault(criterion.samples_from.k6_name, ["rate>=0"])
@@ -109,7 +115,7 @@ def k6_config(
             "pingIntervalMs": companion.ping_interval_ms,
             "durationS": duration,
         },
-        "thresholds": k6_thresholds(criteria),
+        "thresholds": k6_thresholds(criteria, time_scale),
         "summaryTrendStats": facts.SUMMARY_TREND_STATS,
         "summaryPath": str(summary_path),
         "facts": facts.for_script(),
@@ -155,14 +161,14 @@ def find_k6(k6_bin: str) -> str | None:
     return str(beside) if k6_bin == "k6" and beside.exists() else None
 
 
-def k6_command(k6: str, script: Path, raw_path: Path, *, api_address: str = "") -> list[str]:
-    """The k6 command line: no usage report, raw points to `raw_path`.
+def k6_command(k6: str, script: Path, raw_path: Path, *, api_address: str = "", extra: Sequence[str] = ()) -> list[str]:
+    """The k6 command line: no usage report, raw points to `raw_path`, then `extra` (outputs.py).
 
     The REST API (for the live progress line) listens only on a free loopback port, or not
     at all (`--address ""`): k6's default 6565 collides between parallel runs.
     """
     return [k6, "run", "--no-usage-report", "--address", api_address, "--quiet", "--no-color",
-            "--log-format", "json", "--out", f"json={raw_path}", str(script)]
+            "--log-format", "json", "--out", f"json={raw_path}", *extra, str(script)]
 
 
 def _log_tail(log_path: Path, lines: int = 20) -> list[str]:
@@ -255,6 +261,7 @@ def k6_env(config: dict[str, Any], password: str | None, dashboard: Path, durati
 
 def run_scenario(session: ProdvalSession, scenario: Scenario, prepared: Prepared) -> RunOutcome:
     """Step 5: k6 once for `scenario` against the prepared target, then judge and write artifacts."""
+    from .aborts import abort_record, k6_abort_message
     from .artifacts import RunPaths, timestamp, utc_now_iso, write_run_artifacts
     from .preflight import PoolTooSmall, check_pool_size
     from .progress import Progress
@@ -288,8 +295,12 @@ def run_scenario(session: ProdvalSession, scenario: Scenario, prepared: Prepared
     env.update(PRODVAL_BASE_URL=target.base_url, PRODVAL_WS_URL=target.ws_url)
     env.setdefault("BASE_URL", target.base_url)
     env.setdefault("WS_URL", target.ws_url)
+    env.update(session.outputs.run_env())
+    report.testid = paths.stem if session.outputs else None
+    report.outputs = session.outputs.described(paths.stem)
     api_port = processes.free_loopback_port()
-    argv = k6_command(prepared.k6_path, wrapper, paths.raw, api_address=f"127.0.0.1:{api_port}")
+    argv = k6_command(prepared.k6_path, wrapper, paths.raw, api_address=f"127.0.0.1:{api_port}",
+                      extra=session.outputs.args(paths.stem, scenario_id=scenario.id, env_name=session.env_name))
     if not scenario.is_game:
         argv[-1:-1] = ["--summary-export", str(paths.summary)]
     session.config.hook.pytest_prodval_before_k6(config=session.config, scenario=scenario, prepared=prepared, session=session)
@@ -302,6 +313,11 @@ def run_scenario(session: ProdvalSession, scenario: Scenario, prepared: Prepared
     report.finished_at, report.k6_exit_code = utc_now_iso(), result.exit_code
     report.bypass = prepared.bypass
     data = read_run(paths, report, scenario, criteria, k6_problem=result.problem())
+    abort_message = k6_abort_message(paths.k6_log) if result.exit_code == 99 else None
+    if abort_message is not None:  # a doomed run k6 stopped: judged on its partial data (aborts.py)
+        summary_metrics = (data.summary or {}).get("metrics")  # k6's own threshold verdicts say which
+        report.aborted = abort_record(abort_message, criteria, summary_metrics, data.run_s, settings.time_scale)
+        data.problems.append(report.aborted.reason)
     from .server_criteria import bind
 
     server = bind(server_record, data.t0_ms, report.steady_window_s)
