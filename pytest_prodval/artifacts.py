@@ -209,6 +209,9 @@ def write_run_artifacts(session: Any, scenario: Any, paths: RunPaths, report: Sl
         report.artifacts["html"] = paths.html.name
     except ImportError:
         pass
+    from .ci_reports import write_run_reports
+
+    report.artifacts.update(write_run_reports(report, paths.folder, paths.stem, session.redactor))
     write_report(report, paths.slo_report)
     session.config.hook.pytest_prodval_run_finished(config=session.config, report=report, paths=paths)
 
