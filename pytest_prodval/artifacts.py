@@ -204,8 +204,7 @@ def write_run_artifacts(session: Any, scenario: Any, paths: RunPaths, report: Sl
     try:
         from .html import write_html
 
-        baseline = session.baseline if session.baseline and session.baseline.scenario_id == report.scenario_id else None
-        write_html(report, paths.html, baseline=baseline)
+        write_html(report, paths.html, baseline=session.baseline_report(report.scenario_id))
         report.artifacts["html"] = paths.html.name
     except ImportError:
         pass
@@ -223,5 +222,4 @@ def rewrite_report(session: Any, report: SloReport, report_path: Path) -> None:
     if html:
         from .html import write_html
 
-        baseline = session.baseline if session.baseline and session.baseline.scenario_id == report.scenario_id else None
-        write_html(report, report_path.parent / html, baseline=baseline)
+        write_html(report, report_path.parent / html, baseline=session.baseline_report(report.scenario_id))

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .expressions import Expression, ExpressionError, MetricRef, parse_expression, parse_metric
+from .models import BaselineRule
 
 ENVIRONMENTS_FILE = "_environments.toml"
 CRITERIA_FILE = "_criteria.toml"
@@ -125,6 +126,7 @@ class CriterionSpec(_Strict):
     source: Literal["k6", "server"] = "k6"
     per: str | None = None  # source "server", rate: the denominator counter (metric / per over the window)
     scale: float = 1.0  # source "server": multiply the value (seconds -> ms: 1000)
+    baseline: BaselineRule | None = None  # run-over-run: allowed worsening (default tolerance 10 %, floor 0)
     thresholds: dict[str, str] = Field(default_factory=dict)  # profile -> expression
 
     @field_validator("metric", "samples_from", "per")
@@ -155,6 +157,7 @@ class Criterion(_Strict):
     per: MetricRef | None = None
     scale: float = 1.0
     not_applicable: str | None = None  # why this environment cannot judge it (the item is skipped)
+    baseline: BaselineRule | None = None
 
     model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
 
@@ -308,6 +311,7 @@ class Catalogue(BaseModel):
                     per=parse_metric(spec.per) if spec.per else None,
                     scale=spec.scale,
                     not_applicable=environment.not_applicable.get(name) if environment else None,
+                    baseline=spec.baseline,
                 )
             )
         return result

@@ -4,48 +4,17 @@ from __future__ import annotations
 
 import json
 import math
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import passing_metrics, write_run
+from conftest import markdown_tables, passing_metrics, render_markdown, write_run
 
 BASELINE = "BCAP_STAGING_BASELINE_20G_60P"
 SECRET = "Sup3rSecretPw!"
 
 pytestmark = pytest.mark.usefixtures("scenarios_dir")
-
-
-class _Tables(HTMLParser):
-    """The cells of every table in rendered HTML, as text a reader sees."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.rows: list[list[str]] = []
-        self._cell: list[str] | None = None
-
-    def handle_starttag(self, tag: str, attrs: Any) -> None:
-        if tag == "tr":
-            self.rows.append([])
-        elif tag in ("td", "th"):
-            self._cell = []
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("td", "th") and self._cell is not None:
-            self.rows[-1].append("".join(self._cell).strip())
-            self._cell = None
-
-    def handle_data(self, data: str) -> None:
-        if self._cell is not None:
-            self._cell.append(data)
-
-
-def _render(markdown: str) -> str:
-    from markdown_it import MarkdownIt  # a test extra: missing is an error, never a skip
-
-    return MarkdownIt("commonmark").enable("table").render(markdown)
 
 
 def _k6_http_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -79,12 +48,10 @@ def test_job_summary_tables_gitlab_reports_and_no_secret(pytester: pytest.Pytest
 
     text = summary.read_text()
     assert text.startswith("earlier step\n") and SECRET not in text and "pw \\*\\*\\*" in text
-    html = _render(text)
+    html = render_markdown(text)
     assert "<h2>pytest-prodval: ❌ NO-GO</h2>" in html
     assert f"<h3>{BASELINE}: ❌ NO-GO</h3>" in html
-    parser = _Tables()
-    parser.feed(html)
-    header, *rows = parser.rows
+    header, *rows = markdown_tables(text)
     assert header == ["criterion", "verdict", "observed", "threshold", "margin", "unit", "profile"]
     assert len(rows) == 23
     assert rows[0] == ["failed_requests_rate", "❌ fail", "2.31%", "< 1.00%", "1.31 pp beyond · 131.0%", "%", "staging"]
@@ -151,7 +118,5 @@ def test_metrics_text_no_data_is_nan_and_markdown_cells_hold_pipes() -> None:
 
     (sample,) = [s for f in text_string_to_metric_families(metrics_text([report])) for s in f.samples]
     assert math.isnan(sample.value) and sample.labels["unit"] == "ms"
-    html = _render("| a | b |\n|---|---|\n| " + md("x | <b>y</b> *z*") + " | 2 |\n")
-    parser = _Tables()
-    parser.feed(html)
-    assert parser.rows[1] == ["x | <b>y</b> *z*", "2"]
+    rows = markdown_tables("| a | b |\n|---|---|\n| " + md("x | <b>y</b> *z*") + " | 2 |\n")
+    assert rows[1] == ["x | <b>y</b> *z*", "2"]
