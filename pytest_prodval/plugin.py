@@ -18,6 +18,7 @@ import pytest
 
 from . import hookspecs
 from .ci_reports import CiReports
+from .extras import CriterionExtras
 from .facts import BYPASS_TOKEN_VAR
 from .fixtures import (  # noqa: F401 (fixtures of the entry-point module)
     prodval_bypass, prodval_pool, prodval_preflight, prodval_run, prodval_session, prodval_settings, prodval_target,
@@ -133,6 +134,7 @@ def pytest_configure(config: pytest.Config) -> None:
     _install_sigterm(config)
     config.pluginmanager.register(JunitSystemOut(config), "prodval-junit")
     config.pluginmanager.register(CiReports(session), "prodval-ci-reports")
+    config.pluginmanager.register(CriterionExtras(session.redactor), "prodval-extras")
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(), "prodval-xdist")
 
