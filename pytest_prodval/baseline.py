@@ -69,20 +69,23 @@ def explicit(path: Path) -> Baseline:
 def go_runs(folder: Path, scenario_id: str, env: str, *, before: str | None = None,
             limit_runs: int = DEFAULT_RUNS) -> list[tuple[Path, SloReport]]:
     """The last `limit_runs` GO reports of a scenario and environment, newest first (older than `before`)."""
-    found: list[tuple[str, Path, SloReport]] = []
+    candidates: list[tuple[str, Path]] = []
     for path in folder.glob(f"{scenario_id}_{env}_*_slo_report.json"):
         parsed = parse_stem(path.name)
-        if parsed is None or parsed[:2] != (scenario_id, env) or (before is not None and parsed[2] >= before):
-            continue
+        if parsed is not None and parsed[:2] == (scenario_id, env) and (before is None or parsed[2] < before):
+            candidates.append((parsed[2], path))
+    found: list[tuple[Path, SloReport]] = []
+    for _, path in sorted(candidates, reverse=True):  # newest first; read only as many as needed
         try:
             report = load_report(path)
         except ValueError:
             continue  # an unreadable report is no GO run
         # Decide again rather than trust the stored verdict (as `prodval analyze` does).
         if report.scenario_id == scenario_id and report.env == env and report.decide() == "GO":
-            found.append((parsed[2], path, report))
-    found.sort(key=lambda item: item[0], reverse=True)
-    return [(path, report) for _, path, report in found[:limit_runs]]
+            found.append((path, report))
+            if len(found) == limit_runs:
+                break
+    return found
 
 
 def median_of(runs: list[tuple[Path, SloReport]]) -> Baseline | None:

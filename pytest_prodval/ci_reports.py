@@ -56,7 +56,9 @@ def load_performance(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """k6's `--summary-export` shape from a handleSummary `metrics` object (GitLab's load_performance)."""
     exported: dict[str, Any] = {}
     for name, entry in sorted(metrics.items()):
-        values = dict(entry.get("values", {})) if isinstance(entry, Mapping) else {}
+        if not isinstance(entry, Mapping):
+            continue
+        values = dict(entry.get("values", {}))
         if entry.get("type") == "rate" and "rate" in values:
             values.setdefault("value", values["rate"])  # --summary-export names a rate's ratio "value"
         exported[name] = values
@@ -76,12 +78,20 @@ def metrics_text(reports: list[SloReport]) -> str:
             labels = {"scenario": report.scenario_id, "env": report.env, "profile": c.profile,
                       "unit": _UNIT_LABEL.get(c.unit, c.unit)}
             text = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
-            value = "NaN" if c.observed is None or math.isnan(c.observed) else repr(float(c.observed))
-            families.setdefault(family, []).append(f"{family}{{{text}}} {value}")
+            families.setdefault(family, []).append(f"{family}{{{text}}} {_number(c.observed)}")
     lines: list[str] = []
     for family, samples in families.items():
         lines += [f"# TYPE {family} gauge", f"# HELP {family} {_help(helps[family])}", *samples]
     return "\n".join([*lines, "# EOF"]) + "\n"
+
+
+def _number(value: float | None) -> str:
+    """A sample value as both text formats spell it; no data is NaN (a gap), never 0."""
+    if value is None or math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))
 
 
 def _label(value: str) -> str:
