@@ -58,9 +58,8 @@ class Comparison(BaseModel):
 
 def compare_reports(a: SloReport, b: SloReport, *, a_name: str, b_name: str) -> Comparison:
     """Every criterion of B (then those only A has), with the delta and the regression verdict."""
-    by_a = {c.name: c for c in a.criteria}
-    names = [c.name for c in b.criteria] + [c.name for c in a.criteria if c.name not in {x.name for x in b.criteria}]
-    by_b = {c.name: c for c in b.criteria}
+    by_a, by_b = {c.name: c for c in a.criteria}, {c.name: c for c in b.criteria}
+    names = [*by_b, *(name for name in by_a if name not in by_b)]
     rows = [_row(name, by_a.get(name), by_b.get(name)) for name in names if not name.endswith(BASELINE_SUFFIX)]
     return Comparison(scenario_id=b.scenario_id, env=b.env, a=a_name, b=b_name, rows=rows)
 

@@ -13,8 +13,15 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import httpcore  # noqa: F401  (see below)
 import httpx
 import pytest
+
+# httpx imports httpcore on its first client and maps httpcore's exceptions once. If that first
+# client is made inside an in-process pytester run, pytester drops the freshly imported httpcore
+# modules afterwards; the next import makes new exception classes that httpx's map no longer
+# knows, and a refused connection escapes as httpcore.ConnectError instead of httpx.ConnectError.
+# Imported here, httpcore outlives every in-process run.
 
 from pytest_prodval.scenarios import load_catalogue
 
