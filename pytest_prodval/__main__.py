@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import analyze
+from . import analyze, compare
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,6 +17,12 @@ def build_parser() -> argparse.ArgumentParser:
                                           "Exit code 0 on GO, 1 on NO-GO, 2 on ERROR or when nothing usable is found.")
     analyze.add_arguments(sub)
     sub.set_defaults(handler=analyze.run)
+    sub = commands.add_parser("compare", help="Two runs side by side per criterion; exit 1 on a regression",
+                              description="Compare two runs (SLO reports or run folders), or a run with the median "
+                                          "of the last N GO runs before it (--baseline). Writes <B>_compare.json and "
+                                          ".md beside B. Exit code 0: no regression, 1: regression, 2: bad input.")
+    compare.add_arguments(sub)
+    sub.set_defaults(handler=compare.run)
     return parser
 
 

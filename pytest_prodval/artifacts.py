@@ -204,11 +204,13 @@ def write_run_artifacts(session: Any, scenario: Any, paths: RunPaths, report: Sl
     try:
         from .html import write_html
 
-        baseline = session.baseline if session.baseline and session.baseline.scenario_id == report.scenario_id else None
-        write_html(report, paths.html, baseline=baseline)
+        write_html(report, paths.html, baseline=session.baseline_report(report.scenario_id))
         report.artifacts["html"] = paths.html.name
     except ImportError:
         pass
+    from .ci_reports import write_run_reports
+
+    report.artifacts.update(write_run_reports(report, paths.folder, paths.stem, session.redactor))
     write_report(report, paths.slo_report)
     session.config.hook.pytest_prodval_run_finished(config=session.config, report=report, paths=paths)
 
@@ -220,5 +222,4 @@ def rewrite_report(session: Any, report: SloReport, report_path: Path) -> None:
     if html:
         from .html import write_html
 
-        baseline = session.baseline if session.baseline and session.baseline.scenario_id == report.scenario_id else None
-        write_html(report, report_path.parent / html, baseline=baseline)
+        write_html(report, report_path.parent / html, baseline=session.baseline_report(report.scenario_id))

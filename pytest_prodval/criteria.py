@@ -132,7 +132,7 @@ def evaluate(
         name=criterion.name, scenario_id=scenario_id, metric=criterion.metric.k6_name,
         expression=criterion.expression_text, aggregation=expression.aggregation, operator=expression.operator,
         threshold=expression.threshold, unit=criterion.unit, profile=criterion.profile, level=criterion.level,
-        hint=criterion.hint, verdict="error", source=criterion.source,
+        hint=criterion.hint, verdict="error", source=criterion.source, baseline_rule=criterion.baseline,
     )
     if criterion.not_applicable:
         return base.model_copy(update={"verdict": "n/a", "message": f"{criterion.name}: not applicable here: {criterion.not_applicable}"})
@@ -197,23 +197,27 @@ def comparable(result: CriterionResult) -> bool:
     return result.unit == "ms" or (result.unit == "%" and result.operator in ("<", "<="))
 
 
-def compare_to_baseline(current: CriterionResult, base: CriterionResult, *, tolerance: float) -> CriterionResult:
-    """`<name>_vs_baseline`: latency not more than `tolerance` worse, a lower-is-better rate not higher."""
-    allowed_factor = 1 + tolerance if current.unit == "ms" else 1.0
-    limit = None if base.observed is None else base.observed * allowed_factor
-    rule = f"<= baseline x {allowed_factor:g}" if current.unit == "ms" else "<= baseline"
+def compare_to_baseline(current: CriterionResult, base: CriterionResult, *, source: str = "baseline") -> CriterionResult:
+    """`<name>_vs_baseline`: worse than the baseline by at most the criterion's rule (baseline.py)."""
+    from .baseline import DEFAULT_RULE, limit, regressed, rule_text
+
+    rule = current.baseline_rule or DEFAULT_RULE
+    bound = None if base.observed is None else limit(base.observed, rule)
+    rule_shown = rule_text(rule, current.unit)
     name = current.name + BASELINE_SUFFIX
     result = current.model_copy(update={
-        "name": name, "expression": f"{current.aggregation}{rule.replace(' ', '')}", "operator": "<=",
-        "threshold": limit if limit is not None else 0.0, "baseline_observed": base.observed,
-        "hint": f"Worse than the baseline run: compare the two runs' reports. {current.hint or ''}".strip(),
+        "name": name, "expression": f"{current.aggregation}{rule_shown.replace(' ', '')}", "operator": "<=",
+        "threshold": bound if bound is not None else 0.0, "baseline_observed": base.observed,
+        "hint": f"Worse than the baseline: compare the runs with `prodval compare`. {current.hint or ''}".strip(),
     })
-    if current.observed is None or limit is None:
-        which = "this run" if current.observed is None else "the baseline"
+    if current.observed is None or base.observed is None:
+        which = "this run" if current.observed is None else f"the baseline ({source})"
         return result.model_copy(update={"verdict": "error", "message": f"{name}: no data in {which}"})
     now, then = format_value(current.observed, current.unit), format_value(base.observed, base.unit)
-    if current.observed <= limit:
-        return result.model_copy(update={"verdict": "pass", "message": f"{name}: {now} vs baseline {then} ({rule})"})
+    if not regressed(current.observed, base.observed, rule):
+        return result.model_copy(update={"verdict": "pass",
+                                         "message": f"{name}: {now} vs baseline {then} ({rule_shown}; {source})"})
     verdict: Verdict = "warn" if current.level == "warn" else "fail"
-    message = f"{name}: {now} vs baseline {then}, more than allowed ({rule}; {current.profile} profile)"
+    message = (f"{name}: {now} vs baseline {then}, more than allowed ({rule_shown}; {current.profile} profile; "
+               f"baseline: {source})")
     return result.model_copy(update={"verdict": verdict, "message": message})

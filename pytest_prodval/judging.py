@@ -22,8 +22,8 @@ def judge(
     concurrency: Mapping[str, ConcurrencyMeasurement] | None,
     server: Any = None,
     baseline: SloReport | None = None,
-    tolerance: float = 0.10,
     run: Any = None,
+    baseline_source: str = "baseline",
 ) -> SloReport:
     """Fill `report.criteria` and `report.verdict` from the run's data (None: no data).
 
@@ -46,7 +46,7 @@ def judge(
     for pair in baseline_pairs(baseline, report.scenario_id):
         current = next((c for c in report.criteria if c.name == pair.name), None)
         if current is not None:
-            report.criteria.append(criteria_mod.compare_to_baseline(current, pair, tolerance=tolerance))
+            report.criteria.append(criteria_mod.compare_to_baseline(current, pair, source=baseline_source))
     report.verdict = report.decide()
     from .triage import annotate
 

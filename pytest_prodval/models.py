@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 Verdict = Literal["pass", "fail", "error", "warn", "n/a"]  # n/a: the environment has no source for it
 RunVerdict = Literal["GO", "NO-GO", "ERROR"]
@@ -15,6 +15,19 @@ def overall_verdict(verdicts: list[RunVerdict]) -> RunVerdict:
     if not verdicts or "ERROR" in verdicts:
         return "ERROR"
     return "NO-GO" if "NO-GO" in verdicts else "GO"
+
+
+class BaselineRule(BaseModel):
+    """How much worse than its baseline a criterion may get: by at most max(tolerance × baseline, floor).
+
+    The floor keeps tiny values from flipping the gate (0.10 % after 0.09 % is noise, not a
+    regression); written per criterion as `baseline = { tolerance = 0.10, floor = 0.001 }`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tolerance: float = Field(default=0.10, ge=0)  # relative, of the baseline value
+    floor: float = Field(default=0.0, ge=0)  # absolute, in the criterion's unit (a fraction for "%")
 
 
 class CriterionResult(BaseModel):
@@ -36,6 +49,7 @@ class CriterionResult(BaseModel):
     message: str = ""
     hint: str | None = None
     baseline_observed: float | None = None  # run-over-run comparison
+    baseline_rule: BaselineRule | None = None  # the criterion's own rule, kept so `prodval compare` agrees
     source: str = "k6"  # "k6" or "server" (the target's own metrics)
     detail: str | None = None  # e.g. "bucket-interpolated", a breakdown for triage
     coverage: float | None = None  # latency SLOs: share of the steady window's buckets with data

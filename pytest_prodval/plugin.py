@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from . import hookspecs
+from .ci_reports import CiReports
+from .extras import CriterionExtras
 from .facts import BYPASS_TOKEN_VAR
 from .fixtures import (  # noqa: F401 (fixtures of the entry-point module)
     prodval_bypass, prodval_pool, prodval_preflight, prodval_run, prodval_session, prodval_settings, prodval_target,
@@ -131,6 +133,8 @@ def pytest_configure(config: pytest.Config) -> None:
     _collect_scenarios_by_default(config, settings.scenarios_dir)
     _install_sigterm(config)
     config.pluginmanager.register(JunitSystemOut(config), "prodval-junit")
+    config.pluginmanager.register(CiReports(session), "prodval-ci-reports")
+    config.pluginmanager.register(CriterionExtras(session.redactor), "prodval-extras")
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(), "prodval-xdist")
 

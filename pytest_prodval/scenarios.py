@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .expressions import Expression, ExpressionError, MetricRef, parse_expression, parse_metric
 from .outputs import check_env_key, parse_output
+from .models import BaselineRule
 
 ENVIRONMENTS_FILE = "_environments.toml"
 CRITERIA_FILE = "_criteria.toml"  # the game catalogue (the plan's scenarios)
@@ -169,6 +170,7 @@ class CriterionSpec(_Strict):
     # evaluated only after abort_delay (delayAbortEval, scaled by the time scale).
     abort_on_fail: bool = False
     abort_delay: str | None = None
+    baseline: BaselineRule | None = None  # run-over-run: allowed worsening (default tolerance 10 %, floor 0)
     thresholds: dict[str, str] = Field(default_factory=dict)  # profile -> expression
 
     @field_validator("abort_delay")
@@ -225,6 +227,7 @@ class Criterion(_Strict):
     absent_is_zero: bool = False
     coverage: Coverage | None = None  # latency SLOs: the plan's coverage rules
     k6_threshold: str | None = None  # a script threshold judged again: the k6 summary key of its metric
+    baseline: BaselineRule | None = None
 
     model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
 
@@ -457,6 +460,7 @@ class Catalogue(BaseModel):
                     when=spec.when,
                     absent_is_zero=spec.absent_is_zero,
                     coverage=scenario.coverage if latency else None,
+                    baseline=spec.baseline,
                 )
             )
         if not scenario.is_game and scenario.script_thresholds:

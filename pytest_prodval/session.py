@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from . import preflight, terminal
-from .artifacts import RunPaths, load_report, rewrite_report, timestamp, utc_now_iso, write_report
+from .artifacts import RunPaths, find_runs, parse_stem, rewrite_report, timestamp, utc_now_iso, write_report
+from .baseline import DEFAULT_RUNS, Baseline, explicit, from_folder
 from .bypass import BypassLease
 from .facts import BYPASS_TOKEN_VAR
 from .items import CriterionItem, ScenarioFile
@@ -57,10 +58,12 @@ class ProdvalSession:
         # Pool users 1..N are the only ones a run logs in (VU n → user n while the pool is at
         # least the peak VUs): once the selection is known, only those are seeded.
         self.seed_count = settings.pool.size
-        self.baseline: SloReport | None = None
-        if settings.baseline is not None:
+        self.started = timestamp()  # a median baseline takes only runs older than this session
+        self.baselines: dict[str, Baseline | None] = {}
+        self.explicit_baseline: Baseline | None = None
+        if settings.baseline is not None and settings.baseline.is_file():
             try:
-                self.baseline = load_report(settings.baseline)
+                self.explicit_baseline = explicit(settings.baseline)
             except ValueError as exc:
                 raise pytest.UsageError(f"--prodval-baseline: {exc}") from None
         self.outputs = self._outputs()
@@ -251,8 +254,10 @@ class ProdvalSession:
     def judge(self, report: SloReport, scenario: Scenario, *, metrics: Any, concurrency: Any, server: Any = None,
               run: Any = None) -> SloReport:
         """The one judging step (judging.judge) with this session's baseline."""
+        baseline = self.baseline_for(scenario.id)
         return judge(report, self.criteria(scenario), metrics=metrics, concurrency=concurrency, server=server,
-                     baseline=self.baseline, run=run)
+                     baseline=baseline.report if baseline else None, baseline_source=baseline.source if baseline else "",
+                     run=run)
 
     def _preflight_failed(self, scenario: Scenario, prepared: Prepared) -> RunOutcome:
         """No k6 run: a report marked incomplete, every criterion an error."""
@@ -417,7 +422,33 @@ class ProdvalSession:
 
     def baseline_pairs(self, scenario_id: str) -> list[Any]:
         """Baseline criteria of this scenario that get a comparison item."""
-        return baseline_pairs(self.baseline, scenario_id)
+        return baseline_pairs(self.baseline_report(scenario_id), scenario_id)
+
+    def baseline_report(self, scenario_id: str) -> SloReport | None:
+        """The scenario's baseline report (reference value per criterion), or None."""
+        baseline = self.baseline_for(scenario_id)
+        return baseline.report if baseline else None
+
+    def baseline_for(self, scenario_id: str) -> Baseline | None:
+        """--prodval-baseline: the report given, or the median of the last GO runs of the scenario and env
+        in a folder (older than the run judged: this session's start, or the re-judged run's timestamp)."""
+        if self.explicit_baseline is not None:
+            return self.explicit_baseline if self.explicit_baseline.report.scenario_id == scenario_id else None
+        settings = self.settings
+        if settings.baseline_runs is None and settings.baseline is None:
+            return None
+        if scenario_id not in self.baselines:
+            env, before = self.env_name, self.started
+            if settings.from_results is not None:
+                try:
+                    judged = find_runs(settings.from_results).get(scenario_id)
+                except ValueError:  # reported by the re-judge itself, as the item's error
+                    judged = None
+                parsed = parse_stem(judged.name) if judged else None
+                env, before = (parsed[1], parsed[2]) if parsed else (env, before)
+            self.baselines[scenario_id] = from_folder(settings.baseline or settings.results_dir, scenario_id, env,
+                                                      before=before, runs=settings.baseline_runs or DEFAULT_RUNS)
+        return self.baselines[scenario_id]
 
 
 def _uses_xdist(session: pytest.Session) -> bool:

@@ -78,7 +78,11 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption("--prodval-bypass", metavar="BOOL",
                     help="Enable the staging rate-limit bypass during k6 runs (default: RATE_LIMIT_BYPASS_ENABLED)")
     group.addoption("--prodval-baseline", metavar="PATH",
-                    help="A previous SLO report: adds run-over-run comparison criteria")
+                    help="Adds run-over-run comparison criteria against an SLO report, or against the median of "
+                         "the last N GO runs of the same scenario and env in a results folder")
+    group.addoption("--prodval-baseline-runs", metavar="N",
+                    help="Baseline = the median of the last N GO runs (default 5); without --prodval-baseline, "
+                         "of the results folder")
     group.addoption("--prodval-update-docs", action="store_true", default=None,
                     help="Update docs/testing/BASELINE_CAPACITY.md and the readiness checklist from the results")
     group.addoption("--prodval-out", action="append", default=[], metavar="VALUE",
@@ -150,6 +154,21 @@ def _env_number(env: Mapping[str, str], name: str, default: float | None, *, min
     return value
 
 
+def _baseline_runs(text: str | None, baseline: Path | None) -> int | None:
+    """--prodval-baseline-runs: a whole number >= 1, and only with a folder (a report is one run)."""
+    if text is None:
+        return None
+    try:
+        runs = int(text)
+    except ValueError:
+        runs = 0
+    if runs < 1:
+        raise pytest.UsageError(f"--prodval-baseline-runs: {text!r} is not a whole number >= 1")
+    if baseline is not None and baseline.is_file():
+        raise pytest.UsageError(f"--prodval-baseline-runs: {baseline} is one SLO report; give a results folder to take a median")
+    return runs
+
+
 def _env_faults(env: Mapping[str, str], name: str) -> dict[str, Any] | None:
     text = env.get(name, "").strip()
     if not text:
@@ -192,7 +211,8 @@ class Settings(BaseModel):
     k6_bin: str
     seed: bool | None
     bypass: bool
-    baseline: Path | None
+    baseline: Path | None  # an SLO report, or a folder of runs (median of the last GO ones)
+    baseline_runs: int | None  # --prodval-baseline-runs
     update_docs: bool
     junit_properties: bool
     production_hosts: re.Pattern[str]
@@ -219,6 +239,12 @@ class Settings(BaseModel):
                 f"prodval: scenarios={self.scenarios_dir} (from {self.scenarios_source}), results={self.results_dir}, "
                 f"profile={self.profile or 'per scenario'}, time-scale={self.time_scale:g}"
             )
+        if self.baseline is not None or self.baseline_runs is not None:
+            from .baseline import DEFAULT_RUNS
+
+            where = self.baseline or self.results_dir
+            lines.append(f"prodval: baseline {where}" + ("" if where.is_file() else
+                         f" (median of the last {self.baseline_runs or DEFAULT_RUNS} GO runs of each scenario and env)"))
         if self.from_results:
             lines.append(f"prodval: re-evaluating {self.from_results} (no k6, no network)")
         if not self.short_env_option:
@@ -275,8 +301,9 @@ def load_settings(config: pytest.Config) -> Settings:
     seed_text, _ = _pick(config, opt.prodval_seed, "SEED_LOADTEST_USERS", None)
     bypass_text, _ = _pick(config, opt.prodval_bypass, "RATE_LIMIT_BYPASS_ENABLED", None)
     baseline = _folder(config, opt.prodval_baseline, "option") if opt.prodval_baseline else None
-    if baseline is not None and not baseline.is_file():
-        raise pytest.UsageError(f"--prodval-baseline: {baseline} is not a file (expected a *_slo_report.json)")
+    if baseline is not None and not baseline.exists():
+        raise pytest.UsageError(f"--prodval-baseline: {baseline} does not exist (expected a *_slo_report.json or a results folder)")
+    baseline_runs = _baseline_runs(opt.prodval_baseline_runs, baseline)
     hosts, _ = _pick(config, None, "PRODVAL_PRODUCTION_HOSTS", "prodval_production_hosts")
     try:
         production_hosts = re.compile(hosts or DEFAULT_PRODUCTION_HOSTS, re.IGNORECASE)
@@ -308,6 +335,7 @@ def load_settings(config: pytest.Config) -> Settings:
         seed=_flag(seed_text, "--prodval-seed / SEED_LOADTEST_USERS") if seed_text is not None else None,
         bypass=_flag(bypass_text, "--prodval-bypass / RATE_LIMIT_BYPASS_ENABLED") if bypass_text is not None else False,
         baseline=baseline,
+        baseline_runs=baseline_runs,
         update_docs=bool(opt.prodval_update_docs),
         junit_properties=bool(opt.prodval_junit_properties),
         production_hosts=production_hosts,

@@ -9,11 +9,19 @@ import shutil
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import httpcore  # noqa: F401  (see below)
 import httpx
 import pytest
+
+# httpx imports httpcore on its first client and maps httpcore's exceptions once. If that first
+# client is made inside an in-process pytester run, pytester drops the freshly imported httpcore
+# modules afterwards; the next import makes new exception classes that httpx's map no longer
+# knows, and a refused connection escapes as httpcore.ConnectError instead of httpx.ConnectError.
+# Imported here, httpcore outlives every in-process run.
 
 from pytest_prodval.scenarios import load_catalogue
 
@@ -248,3 +256,75 @@ def _point(metric: str, t_ms: int, value: float) -> str:
     return json.dumps({"metric": metric, "type": "Point",  # compact, as k6 writes it
                        "data": {"time": iso, "value": value, "tags": {"phase": "ramp", "scenario": "players"}}},
                       separators=(",", ":"))
+
+
+def store_report(folder: Path, scenario_key: str, stamp: str, *, env: str = "local",
+                 observed: dict[str, float] | None = None) -> Path:
+    """An SLO report as a finished run leaves it: every criterion of the scenario judged, values
+    half their `<` threshold (or at their `>=` one) unless `observed` says otherwise."""
+    from pytest_prodval.artifacts import write_report
+    from pytest_prodval.models import CriterionResult, SloReport
+
+    catalogue = load_catalogue(SCENARIOS)
+    scenario = catalogue.scenario(scenario_key)
+    criteria = []
+    for c in catalogue.criteria_for(scenario):
+        threshold = c.expression.threshold
+        value = (observed or {}).get(c.name, threshold * 0.5 if c.expression.operator in ("<", "<=") else threshold)
+        verdict = "pass" if c.expression.holds(value) else ("warn" if c.level == "warn" else "fail")
+        criteria.append(CriterionResult(
+            name=c.name, scenario_id=scenario.id, metric=c.metric.k6_name, expression=c.expression_text,
+            aggregation=c.expression.aggregation, operator=c.expression.operator, threshold=threshold, observed=value,
+            unit=c.unit, profile=c.profile, samples=100, verdict=verdict, level=c.level, baseline_rule=c.baseline,
+            message=f"{c.name} {value:g}"))
+    report = SloReport(scenario_id=scenario.id, marker=scenario.marker, env=env, profile=scenario.profile,
+                       timestamp=stamp, criteria=criteria, k6_version="v1.1.0")
+    report.verdict = report.decide()
+    path = folder / f"{scenario.id}_{env}_{stamp}_slo_report.json"
+    folder.mkdir(parents=True, exist_ok=True)
+    write_report(report, path)
+    return path
+
+
+def render_markdown(text: str) -> str:
+    """Markdown as GitHub renders it (CommonMark with GFM tables), with markdown-it-py."""
+    from markdown_it import MarkdownIt  # a test extra: missing is an error, never a skip
+
+    return MarkdownIt("commonmark").enable("table").render(text)
+
+
+def markdown_tables(text: str) -> list[list[str]]:
+    """Every table row of rendered Markdown, cells as the text a reader sees."""
+    parser = _Tables()
+    parser.feed(render_markdown(text))
+    return parser.rows
+
+
+class _Tables(HTMLParser):
+    """The cells of every table in rendered HTML, as text a reader sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: Any) -> None:
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None:
+            self.rows[-1].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def _render(markdown: str) -> str:
+    from markdown_it import MarkdownIt  # a test extra: missing is an error, never a skip
+
+    return MarkdownIt("commonmark").enable("table").render(markdown)

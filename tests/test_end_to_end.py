@@ -16,7 +16,9 @@ from pytest_prodval.scenarios import load_catalogue
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("smoke_scenarios")]
 
 
-def test_smoke_run_produces_every_artifact_docs_and_decision(pytester: pytest.Pytester) -> None:
+def test_smoke_run_produces_every_artifact_docs_and_decision(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(pytester.path / "step_summary.md"))
+    monkeypatch.setenv("GITHUB_WORKSPACE", str(pytester.path))
     docs = pytester.path / "docs" / "testing"
     docs.mkdir(parents=True)
     (docs / "BASELINE_CAPACITY.md").write_text("# Capacity\n\nHand-written notes stay.\n")
@@ -43,7 +45,7 @@ def test_smoke_run_produces_every_artifact_docs_and_decision(pytester: pytest.Py
     assert len(stems) == 1
     stem = stems.pop()
     for suffix in (".json.gz", "_summary.json", "_slo_report.json", "_report.html", "_k6_dashboard.html", "_k6.log",
-                   "_server_metrics.json"):
+                   "_server_metrics.json", "_load_performance.json", "_metrics.txt"):
         assert (results / f"{stem}{suffix}").is_file(), suffix
     umask = os.umask(0)
     os.umask(umask)
@@ -59,6 +61,16 @@ def test_smoke_run_produces_every_artifact_docs_and_decision(pytester: pytest.Py
     assert report["concurrency"]["games"]["peak"] >= 4 and report["concurrency"]["players"]["peak"] >= 12
     assert report["token_ttl_source"] == "expiresIn" and report["k6_version"] == "v1.1.0"
     assert json.loads((results / "go_no_go.json").read_text())["overall"] == "GO"
+    # CI surfaces (tests/test_ci_reports.py reads them as GitHub and GitLab do): real k6 values in them
+    gitlab = json.loads((results / f"{stem}_load_performance.json").read_text())["metrics"]
+    assert gitlab["http_reqs"]["rate"] > 0 and gitlab["http_req_waiting"]["p(95)"] > 0
+    assert (results / "load-performance.json").read_text() == (results / f"{stem}_load_performance.json").read_text()
+    assert "prodval_api_latency_p95{" in (results / "metrics.txt").read_text()
+    assert set(report["artifacts"]) >= {"load_performance", "metrics"}
+    job_summary = (pytester.path / "step_summary.md").read_text()
+    assert "## pytest-prodval: ✅ GO" in job_summary
+    assert f"SLO report: [`res/{stem}_slo_report.json`](<res/{stem}_slo_report.json>)" in job_summary
+    assert f"HTML report: [`res/{stem}_report.html`](<res/{stem}_report.html>)" in job_summary
     capacity = (docs / "BASELINE_CAPACITY.md").read_text()
     assert "Hand-written notes stay." in capacity and "BCAP_SMOKE_4G_12P" in capacity
     checklist = (pytester.path / "docs" / "production" / "PRODUCTION_READINESS_CHECKLIST.md").read_text()
