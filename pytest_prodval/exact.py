@@ -41,7 +41,7 @@ __all__ = ["BUFFER_VALUES", "Measured", "Query", "RawFileError", "measure", "que
 
 WINDOW_TAG = ("phase", "steady")  # the plugin's steady window, not a script tag
 RUN_START_METRIC = "prodval_run_start"  # a counter the plugin's wrapper adds once, when setup() ends
-BUFFER_VALUES = 2_000_000  # trend values kept in pass 1 (16 MB) before the two-pass method takes over
+BUFFER_VALUES = 8_000_000  # trend values kept in pass 1 (64 MB) before the two-pass method takes over
 _LOG_STEP = math.log(1.01)  # histogram bins 1 % wide
 _METRIC_PREFIX = b'{"metric":"'
 _DEFINITION_PREFIX = b'{"type":"Metric"'
