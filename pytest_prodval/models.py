@@ -73,6 +73,21 @@ class SeriesPoint(BaseModel):
     players: int | None = None
 
 
+class InstanceRecord(BaseModel):
+    """One k6 instance of a run (a process here, a runner pod on Kubernetes), as the report shows it."""
+
+    index: int  # 1-based (k6-operator's instance_id)
+    segment: str | None = None  # its execution segment, "0/4:1/4"; None when it ran alone
+    exit_code: int | None = None  # None: no exit seen (lost)
+    started_at: str | None = None
+    ended_at: str | None = None
+    requests: int | None = None  # http_reqs in its own summary
+    request_rate: float | None = None  # its http_reqs per second (k6's own rate)
+    problem: str | None = None  # why its share is unusable (the run is then incomplete)
+    raw: str | None = None  # file names in the results folder
+    summary: str | None = None
+
+
 class SloReport(BaseModel):
     """Everything known about one scenario run; written as `<ID>_<env>_<ts>_slo_report.json`."""
 
@@ -95,6 +110,8 @@ class SloReport(BaseModel):
     token_ttl_source: str | None = None
     concurrency: dict[str, ConcurrencyMeasurement] = Field(default_factory=dict)
     bypass: BypassRecord | None = None
+    executor: str = "local"  # local, segments or k6-operator
+    instances: list[InstanceRecord] = Field(default_factory=list)
     criteria: list[CriterionResult] = Field(default_factory=list)
     series: list[SeriesPoint] = Field(default_factory=list)
     artifacts: dict[str, str] = Field(default_factory=dict)  # kind -> file name in results dir

@@ -44,6 +44,26 @@ def _time_scale(value: str) -> float:
     return scale
 
 
+EXECUTOR_KINDS = ("local", "segments", "k6-operator")
+
+
+def _executor_kind(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if value not in EXECUTOR_KINDS:
+        raise pytest.UsageError(f"--prodval-executor / PRODVAL_EXECUTOR: {value!r} is not an executor; "
+                                f"expected one of {', '.join(EXECUTOR_KINDS)}")
+    return value
+
+
+def _parallelism(value: str | None) -> int | None:
+    if value is None:
+        return None
+    if not value.strip().isdigit() or int(value) < 1:
+        raise pytest.UsageError(f"--prodval-parallelism / PRODVAL_PARALLELISM: {value!r} is not a whole number >= 1")
+    return int(value)
+
+
 def _flag(value: str, name: str) -> bool:
     lowered = value.strip().lower()
     if lowered in _TRUE:
@@ -77,6 +97,12 @@ def add_options(parser: pytest.Parser) -> None:
                     help="A previous SLO report: adds run-over-run comparison criteria")
     group.addoption("--prodval-update-docs", action="store_true", default=None,
                     help="Update docs/testing/BASELINE_CAPACITY.md and the readiness checklist from the results")
+    group.addoption("--prodval-executor", metavar="KIND",
+                    help="Run k6 as local (one process), segments (N processes here) or k6-operator (Kubernetes), "
+                         "instead of the environment's [ENV.executor] kind. Env var PRODVAL_EXECUTOR")
+    group.addoption("--prodval-parallelism", metavar="N",
+                    help="Number of k6 instances for segments / k6-operator (overrides parallelism and "
+                         "vus_per_instance). Env var PRODVAL_PARALLELISM")
     group.addoption("--prodval-junit-properties", action="store_true", default=None,
                     help="Also write testcase <properties> in JUnit XML (not valid against strict junit-10.xsd)")
     parser.addini("prodval_env", "Default environment (see --prodval-env)")
@@ -187,6 +213,8 @@ class Settings(BaseModel):
     baseline: Path | None
     update_docs: bool
     junit_properties: bool
+    executor_kind: str | None = None  # --prodval-executor / PRODVAL_EXECUTOR
+    parallelism: int | None = None  # --prodval-parallelism / PRODVAL_PARALLELISM
     production_hosts: re.Pattern[str]
     short_env_option: bool
     pool: PoolSettings = PoolSettings()
@@ -293,6 +321,8 @@ def load_settings(config: pytest.Config) -> Settings:
         baseline=baseline,
         update_docs=bool(opt.prodval_update_docs),
         junit_properties=bool(opt.prodval_junit_properties),
+        executor_kind=_executor_kind(_pick(config, opt.prodval_executor, "PRODVAL_EXECUTOR", None)[0]),
+        parallelism=_parallelism(_pick(config, opt.prodval_parallelism, "PRODVAL_PARALLELISM", None)[0]),
         production_hosts=production_hosts,
         short_env_option=hasattr(opt, SHORT_ENV_DEST),
         pool=pool_from_env(env_vars),
@@ -324,3 +354,24 @@ def refuse_production(environment: Environment, pattern: re.Pattern[str]) -> Non
                 "pytest-prodval only targets staging or perf stacks. If this host is not production, set "
                 "PRODVAL_PRODUCTION_HOSTS / ini prodval_production_hosts to a pattern that excludes it"
             )
+
+
+def with_executor_overrides(environment: Environment, settings: Settings, where: Path) -> Environment:
+    """The environment with --prodval-executor / --prodval-parallelism applied; a UsageError if the result is invalid."""
+    from pydantic import ValidationError
+
+    from .scenarios import ExecutorConfig
+
+    data = environment.executor.model_dump()
+    if settings.executor_kind is not None:
+        data["kind"] = settings.executor_kind
+        if settings.executor_kind == "local":
+            data["parallelism"] = data["vus_per_instance"] = None
+    if settings.parallelism is not None:
+        data["parallelism"], data["vus_per_instance"] = settings.parallelism, None
+    try:
+        executor = ExecutorConfig.model_validate(data)
+    except ValidationError as exc:
+        message = "; ".join(error["msg"] for error in exc.errors())
+        raise pytest.UsageError(f"{where}: [{environment.name}.executor] with the command-line overrides: {message}") from None
+    return environment.model_copy(update={"executor": executor})
