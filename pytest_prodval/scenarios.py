@@ -242,6 +242,9 @@ class ExecutorConfig(_Strict):
     cleanup: bool = True  # delete everything the run created (also after Ctrl-C/SIGTERM)
     storage_class: str | None = None  # a ReadWriteMany class for the results volume (None: the cluster default)
     storage: str = "1Gi"  # size of the results volume
+    # ReadWriteOnce is enough when every runner lands on one node (kind); else ReadWriteMany.
+    storage_access_mode: Literal["ReadWriteMany", "ReadWriteOnce"] = "ReadWriteMany"
+    startup_timeout_s: float = Field(default=300.0, gt=0)  # image pulls, scheduling, the initializer
     collector_image: str = "busybox:1.36"  # the pod that reads the results volume back
     kubectl: str = "kubectl"
 

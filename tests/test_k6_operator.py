@@ -1,0 +1,161 @@
+"""The k6-operator executor: manifests valid against the operator's CRD, and a run end to end
+against the fake kubectl + operator (tests/fakes/fake_k8s.py) with real k6 runner processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from pytest_prodval.executors import manifests
+from pytest_prodval.scenarios import ExecutorConfig
+
+CRD = Path("/work/shared/data/k6-operator/k6.io_testruns.yaml")
+FAKES = Path(__file__).resolve().parent / "fakes"
+SECRET = "Pool-secret-Value-77"
+
+
+def crd_schema() -> dict[str, Any]:
+    """The TestRun CRD's openAPIV3Schema (v1alpha1)."""
+    crd = yaml.safe_load(CRD.read_text())
+    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1")
+    return dict(version["schema"]["openAPIV3Schema"])
+
+
+def check_testrun(manifest: dict[str, Any]) -> None:
+    """Validate against the CRD; its schema forbids nothing unknown by itself, so unknown keys are checked too."""
+    schema = crd_schema()
+    jsonschema.validate(manifest, schema)
+    def known(value: Any, node: dict[str, Any], where: str) -> None:
+        if isinstance(value, dict) and "properties" in node and not node.get("x-kubernetes-preserve-unknown-fields"):
+            for key, item in value.items():
+                assert key in node["properties"], f"{where}.{key} is not in the CRD"
+                known(item, node["properties"][key], f"{where}.{key}")
+        elif isinstance(value, list) and "items" in node:
+            for item in value:
+                known(item, node["items"], f"{where}[]")
+    known(manifest["spec"], schema["properties"]["spec"], "spec")
+
+
+def test_testrun_is_valid_against_the_operator_crd_and_carries_no_secret() -> None:
+    config = ExecutorConfig(kind="k6-operator", namespace="load", runner={"requests": {"cpu": "1"}, "limits": {"memory": "1Gi"}})
+    run = manifests.run_name("BCAP_STAGING_BASELINE_20G_60P", "20261201T120000Z")
+    testrun = manifests.testrun(run, "load", config, 4)
+    check_testrun(testrun)
+    assert len(run) <= 40 and run == run.lower()
+    assert testrun["spec"]["parallelism"] == 4 and "cleanup" not in testrun["spec"]  # the plugin cleans up itself
+    # `--out X` as two tokens (the initializer's `k6 archive` fails on `--out=X`), one raw file per pod
+    tokens = testrun["spec"]["arguments"].split()
+    assert tokens[tokens.index("--out") + 1] == "json=/prodval/raw-$(PRODVAL_POD).json.gz"
+    bad = json.loads(json.dumps(testrun))
+    bad["spec"]["parallelism"] = "four"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, crd_schema())
+    secret = manifests.secret(run, "load", {"LOADTEST_USER_POOL_PASSWORD": SECRET})
+    shown = [manifests.without_secrets(m) for m in (testrun, secret, manifests.configmap(run, "load", b"x" * 10))]
+    assert SECRET not in json.dumps(testrun) and SECRET not in json.dumps(shown)
+    assert shown[1]["stringData"] == {"LOADTEST_USER_POOL_PASSWORD": "<redacted>"}
+
+
+@pytest.fixture
+def fake_kubectl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """`kubectl` first on PATH is the fake; its state folder is returned; the fake operator is stopped by its PID after."""
+    state = tmp_path / "k8s"
+    bin_dir = tmp_path / "bin"
+    state.mkdir()
+    bin_dir.mkdir()
+    launcher = bin_dir / "kubectl"
+    launcher.write_text(f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(FAKES)!r})\n"
+                        "from fake_k8s import main\nsys.exit(main(sys.argv[1:]))\n")
+    launcher.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_K8S_STATE", str(state))
+    monkeypatch.setenv("FAKE_K8S_CONTEXT", "kind-prodval")
+    yield state
+    for pid_file in state.glob("operator-*.pid"):
+        try:
+            os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def operator_environment(scenarios: Path) -> None:
+    """`local` (the embedded stack) with a k6-operator executor in the fake cluster."""
+    text = (scenarios / "_environments.toml").read_text()
+    (scenarios / "_environments.toml").write_text(text + '\n[local.executor]\nkind = "k6-operator"\nnamespace = "load"\n'
+                                                  'context = "kind-prodval"\nstorage_access_mode = "ReadWriteOnce"\n')
+
+
+def created(state: Path, kind: str) -> list[dict[str, Any]]:
+    """Every object of `kind` the fake cluster was given (deleted ones included: from the call log)."""
+    return [json.loads(p.read_text()) for p in sorted((state / "objects" / "load" / kind).glob("*.json"))]
+
+
+def given(state: Path) -> dict[str, dict[str, Any]]:
+    """Every object the fake cluster was given, by kind (deleted ones too)."""
+    objects = [json.loads(line) for line in (state / "created.jsonl").read_text().splitlines()]
+    return {o["kind"]: o for o in objects}
+
+
+def remaining(state: Path) -> list[str]:
+    """Objects still in the fake cluster."""
+    return sorted(str(p.relative_to(state / "objects")) for p in (state / "objects").rglob("*.json"))
+
+
+@pytest.mark.usefixtures("smoke_scenarios")
+def test_operator_run_end_to_end_cleans_up_and_keeps_secrets_out(pytester: pytest.Pytester, fake_kubectl: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOADTEST_USER_POOL_PASSWORD", SECRET)
+    operator_environment(pytester.path / "scenarios")
+    results = pytester.path / "res"
+    result = pytester.runpytest_subprocess("--env", "local", "-m", "smoke", "--prodval-time-scale", "0.3",
+                                           "--prodval-results-dir", str(results), "-k", "failed_requests or concurrent",
+                                           timeout=180)
+    result.assert_outcomes(passed=3)
+    report = json.loads(next(results.glob("BCAP_*_slo_report.json")).read_text())
+    assert report["executor"] == "k6-operator" and report["complete"] is True
+    [instance] = report["instances"]
+    assert instance["exit_code"] in (0, 99) and instance["requests"] > 0 and instance["problem"] is None
+    objects = given(fake_kubectl)
+    assert set(objects) == {"ConfigMap", "Secret", "PersistentVolumeClaim", "TestRun", "Pod"}
+    check_testrun(objects["TestRun"])
+    assert remaining(fake_kubectl) == []  # everything it created is deleted
+    calls = (fake_kubectl / "calls.jsonl").read_text()
+    assert '"--context", "kind-prodval", "--namespace", "load"' in calls
+    for path in [*results.rglob("*"), fake_kubectl / "calls.jsonl"]:
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+    assert SECRET not in json.dumps({k: v for k, v in objects.items() if k != "Secret"})
+    assert objects["Secret"]["stringData"]["LOADTEST_USER_POOL_PASSWORD"] == SECRET  # only there
+
+
+@pytest.mark.usefixtures("smoke_scenarios")
+def test_lost_and_failed_runner_pods_make_every_criterion_an_error_naming_them(
+        pytester: pytest.Pytester, fake_kubectl: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    operator_environment(pytester.path / "scenarios")
+    monkeypatch.setenv("FAKE_K8S_LOSE_POD", "2")
+    monkeypatch.setenv("FAKE_K8S_FAIL_POD", "3")
+    results = pytester.path / "res"
+    result = pytester.runpytest_subprocess("--env", "local", "-m", "smoke", "--prodval-time-scale", "0.3",
+                                           "--prodval-parallelism", "3", "--prodval-results-dir", str(results),
+                                           timeout=180)
+    report = json.loads(next(results.glob("BCAP_*_slo_report.json")).read_text())
+    assert report["complete"] is False and report["verdict"] == "ERROR"
+    by_index = {i["index"]: i for i in report["instances"]}
+    assert [by_index[i]["segment"] for i in (1, 2, 3)] == ["0/3:1/3", "1/3:2/3", "2/3:3/3"]
+    assert by_index[1]["exit_code"] in (0, 99) and by_index[1]["problem"] is None  # its own thresholds: normal
+    assert by_index[2]["exit_code"] is None and "instance 2/3 (segment 1/3:2/3) lost" in by_index[2]["problem"]
+    assert by_index[3]["exit_code"] == 105 and "instance 3/3 (segment 2/3:3/3): k6 exited with code 105" in by_index[3]["problem"]
+    criteria = report["criteria"]
+    assert criteria and all(c["verdict"] in ("error", "n/a") for c in criteria)
+    assert all("instance 2/3" in c["message"] and "instance 3/3" in c["message"] for c in criteria if c["verdict"] == "error")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("errors", 0) == sum(c["verdict"] == "error" for c in criteria) and "passed" not in outcomes
+    assert remaining(fake_kubectl) == []
