@@ -117,6 +117,15 @@ class SloReport(BaseModel):
     artifacts: dict[str, str] = Field(default_factory=dict)  # kind -> file name in results dir
     verdict: RunVerdict = "ERROR"
 
+    def instances_line(self) -> str:
+        """How many k6 instances ran, their segments and exit codes, in one line (JUnit, terminal)."""
+        if not self.instances:
+            return f"{self.executor}: 1 instance"
+        parts = [f"{i.index} [{i.segment or 'all'}] exit {i.exit_code if i.exit_code is not None else 'none'}"
+                 for i in self.instances]
+        count = len(self.instances)
+        return f"{self.executor}: {count} instance{'s' if count > 1 else ''}: " + ", ".join(parts)
+
     def decide(self) -> RunVerdict:
         """GO only if the run is complete and no gate criterion failed or errored."""
         gate = [c for c in self.criteria if c.level == "gate" and c.verdict != "n/a"]

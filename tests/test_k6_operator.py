@@ -7,6 +7,8 @@ import json
 import os
 import signal
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -127,8 +129,8 @@ def test_operator_run_end_to_end_cleans_up_and_keeps_secrets_out(pytester: pytes
     assert set(objects) == {"ConfigMap", "Secret", "PersistentVolumeClaim", "TestRun", "Pod"}
     check_testrun(objects["TestRun"])
     assert remaining(fake_kubectl) == []  # everything it created is deleted
-    calls = (fake_kubectl / "calls.jsonl").read_text()
-    assert '"--context", "kind-prodval", "--namespace", "load"' in calls
+    calls = [json.loads(line)["argv"] for line in (fake_kubectl / "calls.jsonl").read_text().splitlines()]
+    assert all(argv[:4] == ["--context", "kind-prodval", "--namespace", "load"] for argv in calls)
     for path in [*results.rglob("*"), fake_kubectl / "calls.jsonl"]:
         if path.is_file():
             assert SECRET.encode() not in path.read_bytes(), path
@@ -159,3 +161,40 @@ def test_lost_and_failed_runner_pods_make_every_criterion_an_error_naming_them(
     outcomes = result.parseoutcomes()
     assert outcomes.get("errors", 0) == sum(c["verdict"] == "error" for c in criteria) and "passed" not in outcomes
     assert remaining(fake_kubectl) == []
+
+
+def test_ctrl_c_during_a_testrun_deletes_everything_it_created(tmp_path: Path, fake_kubectl: Path) -> None:
+    from pytest_prodval.artifacts import RunPaths
+    from pytest_prodval.executors import Launch, executor_for
+    from pytest_prodval.k6run import find_k6
+
+    script = tmp_path / "idle.js"
+    script.write_text("import { sleep } from 'k6';\nexport const options = { vus: 2, duration: '30s' };\n"
+                      "export default function () { sleep(0.1); }\n")
+    k6 = find_k6("k6")
+    assert k6 is not None
+    paths = RunPaths.create(tmp_path / "res", "IDLE", "local", "20261201T120000Z")
+    launch = Launch(scenario_id="IDLE", k6=k6, script=script, config={}, env={"PATH": os.environ["PATH"]},
+                    secrets={"LOADTEST_USER_POOL_PASSWORD": SECRET}, paths=paths, count=2, timeout_s=60)
+    config = ExecutorConfig(kind="k6-operator", namespace="load", context="kind-prodval")
+    main = threading.get_ident()
+
+    def interrupt_once_started() -> None:  # Ctrl-C (SIGTERM becomes the same KeyboardInterrupt) mid-run
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            status = next((fake_kubectl / "status" / "load").glob("*.json"), None) if (fake_kubectl / "status").exists() else None
+            if status is not None and json.loads(status.read_text())["stage"] == "started":
+                signal.pthread_kill(main, signal.SIGINT)
+                return
+            time.sleep(0.05)
+
+    threading.Thread(target=interrupt_once_started, daemon=True).start()
+    instances = executor_for(config).run(launch)
+    assert [i.k6.interrupted for i in instances] == [True, True]
+    assert all("interrupted" in (i.problem() or "") for i in instances)
+    assert remaining(fake_kubectl) == []  # the TestRun, its pods, ConfigMap, Secret and volume
+    pid = int(next(fake_kubectl.glob("operator-*.pid")).read_text())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+        time.sleep(0.05)
+    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()

@@ -42,8 +42,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 STATE = Path(os.environ.get("FAKE_K8S_STATE", "/nonexistent"))
 RESUME = {"data": {"attributes": {"paused": False}, "id": "default", "type": "status"}}
 
@@ -92,7 +90,7 @@ def _fail(message: str, code: int = 1) -> int:
 def kubectl(argv: list[str]) -> int:
     """The kubectl subset the executor uses: create, get, logs, wait, cp, delete."""
     with (STATE / "calls.jsonl").open("a") as log:
-        log.write(json.dumps(argv) + "\n")
+        log.write(json.dumps({"t": time.time(), "argv": argv}) + "\n")
     ns, context, rest = "default", None, []
     args = iter(argv)
     for arg in args:
@@ -241,6 +239,8 @@ def operate(ns: str, run: str) -> int:
     deadline = time.monotonic() + float(os.environ.get("FAKE_K8S_DEADLINE_S", "90"))
     procs: dict[int, subprocess.Popen[bytes]] = {}
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    import httpx  # here, not at the top: every kubectl call starts this file, only the operator needs it
+
     from pytest_prodval.processes import free_loopback_port, spawn, stop
 
     def on_term(signum: int, frame: Any) -> None:

@@ -1,0 +1,49 @@
+"""Executors: configuration, the operator's segment flags, and cleanup of a k6-operator run on Ctrl-C."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_prodval.executors import segment, segment_flags, segment_sequence
+from pytest_prodval.scenarios import ExecutorConfig
+
+
+def test_segments_are_the_operators_unreduced_fractions() -> None:
+    assert [segment(i, 4) for i in range(1, 5)] == ["0/4:1/4", "1/4:2/4", "2/4:3/4", "3/4:4/4"]
+    assert segment_sequence(4) == "0,1/4,2/4,3/4,1"
+    assert segment_flags(2, 4) == ["--execution-segment=1/4:2/4", "--execution-segment-sequence=0,1/4,2/4,3/4,1"]
+    assert segment_flags(1, 1) == []  # a single runner gets no segment flags
+
+
+def test_parallelism_is_given_or_derived_from_vus_per_instance() -> None:
+    assert ExecutorConfig(kind="segments", parallelism=4).instances(peak_vus=10) == 4
+    assert ExecutorConfig(kind="segments", vus_per_instance=100).instances(peak_vus=250) == 3
+    assert ExecutorConfig(kind="k6-operator", vus_per_instance=100).instances(peak_vus=3) == 1
+    assert ExecutorConfig().instances(peak_vus=500) == 1
+    with pytest.raises(ValueError, match="set parallelism or vus_per_instance, not both"):
+        ExecutorConfig(kind="segments", parallelism=2, vus_per_instance=10)
+    with pytest.raises(ValueError, match="kind 'local' runs one k6 process"):
+        ExecutorConfig(kind="local", parallelism=2)
+
+
+@pytest.mark.parametrize(
+    ("args", "environments", "message"),
+    [
+        (["--prodval-executor", "kubernetes"], "", "*--prodval-executor / PRODVAL_EXECUTOR: 'kubernetes' is not an executor; "
+                                                   "expected one of local, segments, k6-operator*"),
+        (["--prodval-parallelism", "0"], "", "*--prodval-parallelism / PRODVAL_PARALLELISM: '0' is not a whole number >= 1*"),
+        (["--prodval-parallelism", "3"], "", "*_environments.toml: [[]local.executor] with the command-line overrides: "
+                                             "*kind 'local' runs one k6 process*"),
+        ([], '\n[local.executor]\nkind = "swarm"\n', "  local.executor.kind: Input should be 'local', 'segments' or "
+                                                      "'k6-operator' (got 'swarm')"),
+    ],
+)
+def test_bad_executor_settings_are_usage_errors(pytester: pytest.Pytester, scenarios_dir: Path, args: list[str],
+                                                environments: str, message: str) -> None:
+    with (scenarios_dir / "_environments.toml").open("a") as handle:
+        handle.write(environments)
+    result = pytester.runpytest("--collect-only", "--env", "local", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
