@@ -53,9 +53,13 @@ def test_testrun_is_valid_against_the_operator_crd_and_carries_no_secret() -> No
     check_testrun(testrun)
     assert len(run) <= 40 and run == run.lower()
     assert testrun["spec"]["parallelism"] == 4 and "cleanup" not in testrun["spec"]  # the plugin cleans up itself
-    # `--out X` as two tokens (the initializer's `k6 archive` fails on `--out=X`), one raw file per pod
-    tokens = testrun["spec"]["arguments"].split()
-    assert tokens[tokens.index("--out") + 1] == "json=/prodval/raw-$(PRODVAL_POD).json.gz"
+    # One raw file and summary per pod on the results volume, named by Kubernetes' $(VAR) expansion of the
+    # pod's name; no `$(` in `arguments`, which the initializer's `sh -c` would run as a command substitution
+    env = {e["name"]: e.get("value") for e in testrun["spec"]["runner"]["env"]}
+    assert env["K6_OUT"] == "json=/prodval/raw-$(PRODVAL_POD).json.gz"
+    assert env["PRODVAL_SUMMARY_PATH"] == "/prodval/summary-$(PRODVAL_POD).json"
+    assert "$(" not in testrun["spec"]["arguments"]
+    assert testrun["spec"]["runner"]["volumeMounts"] == [{"name": "prodval-results", "mountPath": "/prodval"}]
     bad = json.loads(json.dumps(testrun))
     bad["spec"]["parallelism"] = "four"
     with pytest.raises(jsonschema.ValidationError):

@@ -19,7 +19,7 @@ process itself (k6-operator sets its command), so the pod is finished the moment
 exits and a finished container cannot be copied from; what is not on a volume is lost
 with the pod (a lost node, an eviction, `cleanup: post`). The per-pod file names use
 Kubernetes' own `$(VAR)` expansion in container commands and env values, with the pod's
-name from the downward API: k6-operator gives every runner the same arguments.
+name from the downward API: k6-operator gives every runner the same arguments and env.
 """
 
 from __future__ import annotations
@@ -74,12 +74,18 @@ def results_claim(run: str, namespace: str, config: ExecutorConfig) -> dict[str,
 
 
 def testrun(run: str, namespace: str, config: ExecutorConfig, parallelism: int) -> dict[str, Any]:
-    """The TestRun: k6 flags in `arguments` (split on whitespace by the operator, `--out X` as two tokens)."""
-    arguments = ["--no-usage-report", "--no-color", "--log-format", "json", "--out", f"json={MOUNT}/{RAW_NAME}"]
+    """The TestRun: fixed k6 flags in `arguments` (split on whitespace by the operator); the per-pod
+    output paths in the runner's env (`K6_OUT`), where Kubernetes expands `$(PRODVAL_POD)`.
+
+    Not `--out` in `arguments`: the initializer runs `k6 archive ... <arguments>` through `sh -c`
+    without the runner's env, where `$(PRODVAL_POD)` would be a shell command substitution.
+    """
+    arguments = ["--no-usage-report", "--no-color", "--log-format", "json"]
     runner: dict[str, Any] = {
         "image": config.image,
         "env": [
             {"name": POD_VAR, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "K6_OUT", "value": f"json={MOUNT}/{RAW_NAME}"},
             {"name": "PRODVAL_SUMMARY_PATH", "value": f"{MOUNT}/{SUMMARY_NAME}"},
             {"name": "K6_WEB_DASHBOARD", "value": "false"},
         ],

@@ -5,9 +5,10 @@ behind a small launcher put first on PATH, state in $FAKE_K8S_STATE) stores the 
 is given; creating a `TestRun` starts the fake operator, which does what k6-operator v1.6.0
 does (/work/shared/data/k6-operator/README.md), with real k6 processes:
 
-* runner i of N runs `k6 run --quiet <spec.arguments split on whitespace> /test/<file>
-  --address=0.0.0.0:6565 --paused --tag instance_id=i --tag testrun_name=NAME` plus, when
-  N > 1, `--execution-segment=(i-1)/N:i/N --execution-segment-sequence=0,1/N,...,1`;
+* runner i of N runs `k6 run --quiet [--execution-segment=(i-1)/N:i/N
+  --execution-segment-sequence=0,1/N,...,1 when N > 1] <spec.arguments split on whitespace>
+  /test/<file> --address=0.0.0.0:6565 --paused --tag instance_id=i --tag testrun_name=NAME`
+  (the order of pkg/resources/jobs/runner.go);
   Kubernetes expands `$(VAR)` in the command and in env values; the pod's environment is
   only what the manifest gives it (env, envFrom Secret/ConfigMap, downward API pod name);
 * the script ConfigMap is mounted at /test, volumes (PVCs) at their mountPaths: each is a
@@ -274,11 +275,12 @@ def operate(ns: str, run: str) -> int:
         for i in range(1, count + 1):
             pod_name = f"{run}-{i}-" + "".join(random.choices(string.ascii_lowercase + string.digits, k=5))
             env = _pod_env(ns, runner, pod_name)
-            command = ["k6", "run", "--quiet", *spec.get("arguments", "").split(), f"/test/{file}",
-                       "--address=0.0.0.0:6565", "--paused", "--tag", f"instance_id={i}", "--tag", f"testrun_name={run}"]
+            command = ["k6", "run", "--quiet"]  # k6-operator's runner.go order
             if count > 1:
                 sequence = ",".join(["0", *(f"{j}/{count}" for j in range(1, count)), "1"])
                 command += [f"--execution-segment={i - 1}/{count}:{i}/{count}", f"--execution-segment-sequence={sequence}"]
+            command += [*spec.get("arguments", "").split(), f"/test/{file}", "--address=0.0.0.0:6565", "--paused",
+                        "--tag", f"instance_id={i}", "--tag", f"testrun_name={run}"]
             command = [_expand(token, env) for token in command]
             ports[i] = free_loopback_port()
             local = [k6] + [_map_path(t, mounts).replace("0.0.0.0:6565", f"127.0.0.1:{ports[i]}") for t in command[1:]]
