@@ -1,8 +1,8 @@
-"""Judge criteria on k6's summary and the raw-output measurements.
+"""Judge criteria on the exact measurements of a run (`exact`, summary-shaped).
 
-Values are exact: counters are k6's summed counts, percentiles are k6's own, computed
-over every sample of the (sub)metric; concurrency comes from the raw output sweep. A
-criterion without data is an error, never a pass.
+Values are exact: counters summed, rates from passes and fails, percentiles with k6's
+formula over every sample of the (sub)metric in the window; concurrency comes from the
+raw output sweep. A criterion without data is an error, never a pass.
 """
 
 from __future__ import annotations
@@ -65,6 +65,15 @@ def _observe_k6(criterion: Criterion, metrics: Mapping[str, Any]) -> tuple[float
     name = criterion.metric.k6_name
     entry = metrics.get(name)
     aggregation = criterion.expression.aggregation
+    if criterion.per is not None:  # a share: count of the metric over count of `per`, e.g. 429s of all requests
+        base = metrics.get(criterion.per.k6_name)
+        total = float((base or {}).get("values", {}).get("count", 0))
+        if total == 0:
+            raise NoData(f"metric {criterion.per.k6_name} had 0 samples")
+        part = float((entry or {}).get("values", {}).get("count", 0))
+        return part / total, int(total), sample_noun(criterion.per.name)
+    if entry is None and criterion.absent_is_zero:
+        return 0.0, 0, sample_noun(criterion.metric.name)
     if criterion.samples_from is not None:  # a counter judged against a denominator metric
         base = metrics.get(criterion.samples_from.k6_name)
         samples = _samples(base) if base else 0
@@ -113,6 +122,9 @@ def evaluate(
     concurrency: Mapping[str, ConcurrencyMeasurement] | None,
     server: Any = None,
     incomplete_reason: str | None = None,
+    buckets: Mapping[str, Any] | None = None,
+    summary: Mapping[str, Any] | None = None,
+    seen: set[str] | None = None,
 ) -> CriterionResult:
     """Judge one criterion; missing data and incomplete runs give verdict "error"."""
     expression = criterion.expression
@@ -124,6 +136,9 @@ def evaluate(
     )
     if criterion.not_applicable:
         return base.model_copy(update={"verdict": "n/a", "message": f"{criterion.name}: not applicable here: {criterion.not_applicable}"})
+    if criterion.when == "metric_seen" and seen is not None and criterion.metric.name not in seen:
+        return base.model_copy(update={"verdict": "n/a", "message": (
+            f"{criterion.name}: not applicable: the run emitted no {criterion.metric.name} (the script does not use it)")})
     detail = None
     try:
         if criterion.source == "server":
@@ -157,8 +172,11 @@ def evaluate(
         message = f"{message}; run incomplete: {incomplete_reason}, so the value cannot be trusted"
     if detail:
         message = f"{message} [{detail}]"
-    return base.model_copy(update={"observed": observed, "samples": samples, "verdict": verdict, "message": message,
-                                   "detail": detail})
+    from .rules import apply
+
+    result = base.model_copy(update={"observed": observed, "samples": samples, "verdict": verdict, "message": message,
+                                     "detail": detail})
+    return apply(result, criterion, buckets=buckets, summary=summary)
 
 
 def _observe_server(criterion: Criterion, server: Any) -> tuple[float, int, str, str | None]:

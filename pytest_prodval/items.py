@@ -135,6 +135,12 @@ class CriterionItem(pytest.Function):
             )
             if result.detail:
                 data["detail"] = result.detail
+            for key in ("coverage", "coverage_min", "worst_bucket", "max_multiple_of_target", "bucket_s"):
+                value = getattr(result, key)
+                if value is not None:
+                    data[key] = f"{value:g}"
+            if result.k6_verdict is not None:
+                data["k6_verdict"] = result.k6_verdict
         if report is not None:
             data.update(k6_version=report.k6_version or "", env=report.env, run=report.timestamp,
                         complete=str(report.complete).lower(), instances=report.instances_line())

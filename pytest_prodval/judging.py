@@ -23,11 +23,18 @@ def judge(
     server: Any = None,
     baseline: SloReport | None = None,
     tolerance: float = 0.10,
+    run: Any = None,
 ) -> SloReport:
-    """Fill `report.criteria` and `report.verdict` from the run's data (None: no data)."""
+    """Fill `report.criteria` and `report.verdict` from the run's data (None: no data).
+
+    `run` (results.RunData) adds what the raw pass saw besides values: per-bucket values for
+    the coverage rules, k6's summary for its own threshold verdicts, the metrics emitted.
+    """
     report.criteria = [
         criteria_mod.evaluate(c, scenario_id=report.scenario_id, metrics=metrics, concurrency=concurrency,
-                              server=server, incomplete_reason=report.incomplete_reason)
+                              server=server, incomplete_reason=report.incomplete_reason,
+                              buckets=getattr(run, "buckets", None), summary=getattr(run, "summary", None),
+                              seen=getattr(run, "seen", None) if metrics is not None else None)
         for c in criteria
     ]
     for pair in baseline_pairs(baseline, report.scenario_id):

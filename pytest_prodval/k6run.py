@@ -311,14 +311,27 @@ def run_scenario(session: ProdvalSession, scenario: Scenario, prepared: Prepared
                        token_ttl_s=prepared.token_ttl_s, refresh_window_s=settings.refresh_window_s,
                        summary_path=paths.summary)
     assert scenario.source is not None and prepared.k6_path is not None and session.environment is not None
-    script = (scenario.source.parent / scenario.script).resolve()
+    from .scripts import inspect, write_wrapper
+
+    script = scenario.script_path()
+    # Every script, the game's too, runs through the same wrapper (its run-start point); a
+    # script other than the game keeps its own options and gets k6's summary export.
+    wrapper = write_wrapper(script, paths.folder / f"{paths.stem}_wrapper.js")
     duration = scenario.duration_s(settings.time_scale)
+    if not scenario.is_game:
+        duration = max(duration, parse_duration(str(inspect(script, prepared.k6_path).get("totalDuration") or "0s")))
     env = k6_env(config, session.password, paths.dashboard, duration)
+    # Any script finds the target here (BASE_URL / WS_URL only when the user has not set them).
+    target = prepared.target()
+    env.update(PRODVAL_BASE_URL=target.base_url, PRODVAL_WS_URL=target.ws_url)
+    env.setdefault("BASE_URL", target.base_url)
+    env.setdefault("WS_URL", target.ws_url)
     executor_config = session.environment.executor
     launch = Launch(
-        scenario_id=scenario.id, k6=prepared.k6_path, script=script, config=config, env=env,
+        scenario_id=scenario.id, k6=prepared.k6_path, script=wrapper, config=config, env=env,
         secrets={name: env[name] for name in SECRET_VARS if env.get(name)}, paths=paths,
         count=executor_config.instances(scenario.peak_vus), timeout_s=duration + config["gracefulRampDownS"] + 120,
+        summary_export=not scenario.is_game,
         progress=lambda port: Progress(session.config, scenario, settings.time_scale, port), redact=session.redactor.redact,
     )
     report.executor = executor_config.kind
@@ -331,7 +344,7 @@ def run_scenario(session: ProdvalSession, scenario: Scenario, prepared: Prepared
     report.finished_at = utc_now_iso()
     report.k6_exit_code = _run_exit_code([i.k6.exit_code for i in instances])
     report.bypass = prepared.bypass
-    data = read_instances(instances, paths, report, scenario)
+    data = read_instances(instances, paths, report, scenario, criteria)
     for record in report.instances:
         record.problem = session.redactor.redact(record.problem) if record.problem else None
     from .server_criteria import bind
@@ -339,7 +352,7 @@ def run_scenario(session: ProdvalSession, scenario: Scenario, prepared: Prepared
     server = bind(server_record, data.t0_ms, report.steady_window_s)
     reason = "; ".join(data.problems) if data.problems else None
     report.complete, report.incomplete_reason = reason is None, session.redactor.redact(reason) if reason else None
-    session.judge(report, scenario, metrics=data.metrics, concurrency=report.concurrency, server=server)
+    session.judge(report, scenario, metrics=data.metrics, concurrency=report.concurrency, server=server, run=data)
     write_run_artifacts(session, scenario, paths, report)
     if any(i.k6.interrupted for i in instances):
         session.interrupted = "interrupted by signal during a k6 run"

@@ -38,6 +38,12 @@ class CriterionResult(BaseModel):
     baseline_observed: float | None = None  # run-over-run comparison
     source: str = "k6"  # "k6" or "server" (the target's own metrics)
     detail: str | None = None  # e.g. "bucket-interpolated", a breakdown for triage
+    coverage: float | None = None  # latency SLOs: share of the steady window's buckets with data
+    coverage_min: float | None = None
+    worst_bucket: float | None = None  # the worst bucket's value of the aggregation
+    max_multiple_of_target: float | None = None
+    bucket_s: float | None = None
+    k6_verdict: str | None = None  # a script threshold: k6's own verdict ("pass" / "fail")
 
 
 class ConcurrencyMeasurement(BaseModel):
@@ -115,6 +121,7 @@ class SloReport(BaseModel):
     criteria: list[CriterionResult] = Field(default_factory=list)
     series: list[SeriesPoint] = Field(default_factory=list)
     artifacts: dict[str, str] = Field(default_factory=dict)  # kind -> file name in results dir
+    source_files: list[str] = Field(default_factory=list)  # re-judged from these k6 outputs
     verdict: RunVerdict = "ERROR"
 
     def instances_line(self) -> str:

@@ -1,19 +1,25 @@
-"""Step 6 of a run: what k6 left — its summary (exact aggregates) and its raw points.
+"""Step 6 of a run: what k6 left, read exactly.
 
-Concurrency and the time series come from one streaming pass over the raw output
-(`rawreader`); everything else from k6's own summary. Problems (no summary, a truncated
-raw file, a crashed k6) are collected so the run is marked incomplete, never passed.
+Every k6 value a criterion reads is computed by the exact engine (`exact`) from the raw
+points, in the plugin's steady window by each sample's timestamp: the same path for the
+game script, any user's script, a file from anywhere and the N files of a segmented run.
+k6's summary is read for what only it knows (its own threshold verdicts, the game
+script's `setup_data.t0`), never for the values judged. Concurrency and the time series
+come from the streaming sweep (`rawreader`). Problems (a crashed k6, a truncated or
+corrupt raw file) are collected so the run is marked incomplete, never passed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .artifacts import RunPaths, load_summary
 from .models import InstanceRecord, SloReport
-from .scenarios import Scenario
+from .scenarios import Criterion, Scenario
 
 if TYPE_CHECKING:
     from .executors import InstanceResult
@@ -24,37 +30,129 @@ class RunData:
     """The data a run's criteria are judged on."""
 
     metrics: dict[str, Any] | None = None
+    summary: dict[str, Any] | None = None  # k6's (its threshold verdicts), when it wrote one
     t0_ms: float | None = None
+    buckets: dict[str, list[dict[str, float] | None]] = field(default_factory=dict)
+    script_thresholds: dict[str, list[str]] = field(default_factory=dict)  # from the raw metric definitions
+    seen: set[str] = field(default_factory=set)  # every metric the run emitted
+    from_summary: list[str] = field(default_factory=list)  # keys taken from k6's summary (no raw points)
     problems: list[str] = field(default_factory=list)
 
 
-def read_run(paths: RunPaths, report: SloReport, scenario: Scenario, *, k6_problem: str | None = None) -> RunData:
-    """Read the summary and sweep the raw file into `report` (concurrency, series)."""
+def metric_keys(criteria: Sequence[Criterion]) -> list[str]:
+    """Every (sub)metric the criteria and their triage hints read, as summary keys."""
+    from .k6run import k6_thresholds
+
+    keys = list(k6_thresholds(list(criteria)))
+    keys += [c.per.k6_name for c in criteria if c.per is not None and c.source == "k6"]
+    keys += [c.metric.k6_name for c in criteria if c.k6_threshold is not None]
+    return keys
+
+
+def measure_raw(raws: Sequence[Path], keys: Sequence[str], *, t0_ms: float | None,
+                steady_s: tuple[float, float] | None, buckets: dict[str, float] | None = None,
+                pcts: Sequence[float] = (50, 90, 95, 99)) -> tuple[RunData, float | None]:
+    """The exact values of `keys` over raw files (one run; several = its instances).
+
+    The window counts from the wrapper's `prodval_run_start` point, else from `t0_ms` (the
+    game script's setup time in an older run's summary), else from the earliest sample.
+    """
+    from . import exact
+
+    data = RunData()
+    marker, earliest = exact.run_start(raws)
+    start = marker if marker is not None else t0_ms if t0_ms is not None else earliest
+    window = None if steady_s is None or start is None else (start + steady_s[0] * 1000, start + steady_s[1] * 1000)
+    try:
+        measured = exact.measure(raws, exact.queries_for(keys, buckets), window=window, pcts=pcts)
+    except exact.RawFileError as exc:
+        data.problems.append(str(exc))
+        return data, start
+    data.metrics, data.buckets, data.script_thresholds = measured.metrics, measured.buckets, measured.thresholds
+    data.seen = measured.defined
+    return data, start
+
+
+def fill_from_summary(data: RunData, summary: dict[str, Any] | None) -> None:
+    """Keys whose metric has no raw points at all, from k6's summary, which is exact for them.
+
+    A run may write raw points only for what needs them (concurrency deltas, the time
+    series, the windowed metrics) and leave whole-run aggregates to the summary; a summary
+    also holds the `{phase:steady}` submetrics of the game script's tagged samples. A
+    metric the raw file has is never taken from the summary.
+    """
+    from .sources import summary_metrics
+
+    if not summary or data.metrics is None:
+        return
+    for key, entry in summary_metrics(summary).items():
+        name = key.split("{", 1)[0]
+        if key not in data.metrics and name not in data.seen:
+            data.metrics[key] = entry
+            data.from_summary.append(key)
+    if data.seen:
+        data.seen |= {k.split("{", 1)[0] for k in data.from_summary}
+
+
+def percentiles_of(criteria: Sequence[Criterion]) -> list[float]:
+    """k6's default percentiles plus every p(N) a criterion names."""
+    pcts = {50.0, 90.0, 95.0, 99.0}
+    for criterion in criteria:
+        agg = criterion.expression.aggregation
+        if agg.startswith("p(") and agg.endswith(")"):
+            pcts.add(float(agg[2:-1]))
+    return sorted(pcts)
+
+
+def read_run(paths: RunPaths, report: SloReport, scenario: Scenario, criteria: Sequence[Criterion], *,
+             k6_problem: str | None = None, raws: Sequence[Path] | None = None) -> RunData:
+    """Judge-ready data of a run: exact metrics from its raw file(s), concurrency and series into `report`."""
     from . import rawreader
 
-    data = RunData(problems=[k6_problem] if k6_problem else [])
+    raws = list(raws) if raws is not None else [paths.raw]
+    summary: dict[str, Any] | None = None
     try:
         summary = load_summary(paths.summary)
-        data.metrics = summary["metrics"]
-        data.t0_ms = float((summary.get("setup_data") or {}).get("t0") or 0) or None
-    except ValueError as exc:
-        data.problems.append(str(exc))
-    if paths.raw.exists() and data.t0_ms is not None:
+    except ValueError:
+        summary = None  # the values come from the raw points; only k6's own verdicts are missing
+    setup_data = (summary or {}).get("setup_data")
+    t0 = float(setup_data.get("t0") or 0) or None if isinstance(setup_data, dict) else None
+    missing = [p for p in raws if not p.exists()]
+    if missing:
+        data = RunData(problems=[f"k6 wrote no raw output {p.name}" for p in missing])
+        data.summary = summary
+        if k6_problem:
+            data.problems.insert(0, k6_problem)
+        return data
+    data, t0 = measure_raw(raws, metric_keys(criteria), t0_ms=t0, steady_s=report.steady_window_s,
+                           buckets=coverage_buckets(scenario, criteria), pcts=percentiles_of(criteria))
+    data.summary, data.t0_ms = summary, t0
+    fill_from_summary(data, summary)
+    if k6_problem:
+        data.problems.insert(0, k6_problem)
+    if t0 is not None and not data.problems:
+        # Concurrency and the time series: one sweep over every instance's file, on one time axis.
         digest = rawreader.read_raw(
-            paths.raw, t0_ms=data.t0_ms, steady=report.steady_window_s,
+            raws, t0_ms=t0, steady=report.steady_window_s,
             targets={"games": scenario.targets.games, "players": scenario.targets.players},
             split_to=paths.ws_raw if scenario.websocket_companion.enabled else None,
         )
         report.concurrency = digest.concurrency
         report.series = digest.series
         if digest.truncated:
-            data.problems.append(f"raw output {paths.raw.name} is truncated")
-    elif not paths.raw.exists():
-        data.problems.append(f"k6 wrote no raw output {paths.raw.name}")
+            names = raws[0].name if len(raws) == 1 else f"of {len(raws)} instances"
+            data.problems.append(f"raw output {names} is truncated: {digest.truncated_reason}")
     return data
 
 
-def read_instances(instances: list[InstanceResult], paths: RunPaths, report: SloReport, scenario: Scenario) -> RunData:
+def coverage_buckets(scenario: Scenario, criteria: Sequence[Criterion]) -> dict[str, float]:
+    """Keys measured per time bucket for the coverage rules (REFERENCE.md §1), bucket in ms."""
+    return {c.metric.k6_name: c.coverage.bucket_s * 1000 for c in criteria
+            if c.coverage is not None and c.source == "k6"}
+
+
+def read_instances(instances: list[InstanceResult], paths: RunPaths, report: SloReport, scenario: Scenario,
+                   criteria: Sequence[Criterion]) -> RunData:
     """The one judging input of a run, however many k6 instances it had.
 
     Every instance is recorded in `report.instances`. An instance that was lost, crashed or
@@ -64,13 +162,8 @@ def read_instances(instances: list[InstanceResult], paths: RunPaths, report: Slo
     """
     report.instances = [_record(instance) for instance in instances]
     problems = [p for p in (instance.problem() for instance in instances) if p]
-    if len(instances) == 1:
-        data = read_run(paths, report, scenario, k6_problem="; ".join(problems) or None)
-        return data
-    data = RunData(problems=problems)
-    data.problems.append(f"judging {len(instances)} instances as one run needs the exact merge (pytest_prodval.exact), "
-                         "which this version does not have")
-    return data
+    return read_run(paths, report, scenario, criteria, k6_problem="; ".join(problems) or None,
+                    raws=[instance.paths.raw for instance in instances])
 
 
 def _iso(epoch_s: float | None) -> str | None:

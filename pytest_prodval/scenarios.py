@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .expressions import Expression, ExpressionError, MetricRef, parse_expression, parse_metric
 
 ENVIRONMENTS_FILE = "_environments.toml"
-CRITERIA_FILE = "_criteria.toml"
+CRITERIA_FILE = "_criteria.toml"  # the game catalogue (the plan's scenarios)
+GENERIC_CRITERIA_FILE = "_criteria_generic.toml"  # k6's built-in metrics: holds for any script
 
 # Metrics the plugin computes itself from the raw output (not by k6).
 CONCURRENCY_METRICS = {"prodval_concurrent_games": "games", "prodval_concurrent_players": "players"}
@@ -110,6 +111,41 @@ class WebSocketCompanion(_Strict):
     ping_interval_ms: int = Field(default=1000, ge=50)
 
 
+class Coverage(_Strict):
+    """REFERENCE.md §1: per latency SLO over the steady window, cut into `bucket` long buckets,
+    at least `min` of the buckets have data and no bucket's value exceeds
+    `max_multiple_of_target` × the threshold."""
+
+    min: float = Field(ge=0, le=1)
+    max_multiple_of_target: float | None = Field(default=None, gt=1)
+    bucket: str = "10s"
+
+    @property
+    def bucket_s(self) -> float:
+        """The bucket length in seconds."""
+        return parse_duration(self.bucket)
+
+    @field_validator("bucket")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        if parse_duration(value) <= 0:
+            raise ValueError("bucket must be longer than 0s")
+        return value
+
+
+class Window(_Strict):
+    """The steady window as offsets from the start of the run's scenarios (a script's own stages)."""
+
+    start: str
+    end: str
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Window:
+        if not parse_duration(self.start) < parse_duration(self.end):
+            raise ValueError(f"window start {self.start} must be before its end {self.end}")
+        return self
+
+
 class CriterionSpec(_Strict):
     """A criterion as written in the catalogue or a scenario file: thresholds per profile."""
 
@@ -117,13 +153,16 @@ class CriterionSpec(_Strict):
     unit: str = ""
     description: str = ""
     hint: str | None = None
-    when: Literal["always", "ai", "websocket_companion"] = "always"
+    # metric_seen: only when the run emitted the metric at all (WebSocket metrics of an HTTP-only
+    # script); a run without it makes the criterion n/a, never a pass.
+    when: Literal["always", "ai", "websocket_companion", "metric_seen"] = "always"
     level: Literal["gate", "warn"] = "gate"
     samples_from: str | None = None  # for counters: the metric whose sample count is the denominator
     # "k6": the k6 summary and raw output; "server": the target's own Prometheus metrics
     # (docs/contract.md §4), scraped by the plugin or queried from a Prometheus server.
     source: Literal["k6", "server"] = "k6"
-    per: str | None = None  # source "server", rate: the denominator counter (metric / per over the window)
+    per: str | None = None  # rate: the denominator (count of metric / count of per over the window)
+    absent_is_zero: bool = False  # a counter k6 never emitted counted 0 (k6 emits dropped_iterations only when > 0)
     scale: float = 1.0  # source "server": multiply the value (seconds -> ms: 1000)
     thresholds: dict[str, str] = Field(default_factory=dict)  # profile -> expression
 
@@ -155,22 +194,41 @@ class Criterion(_Strict):
     per: MetricRef | None = None
     scale: float = 1.0
     not_applicable: str | None = None  # why this environment cannot judge it (the item is skipped)
+    when: str = "always"
+    absent_is_zero: bool = False
+    coverage: Coverage | None = None  # latency SLOs: the plan's coverage rules
+    k6_threshold: str | None = None  # a script threshold judged again: the k6 summary key of its metric
 
     model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
 
 
+def _game_only() -> list[Literal["game", "generic"]]:
+    return ["game"]
+
+
 class Scenario(_Strict):
-    """One scenario file: the plan's id, marker, stages, targets and criteria."""
+    """One scenario file: the plan's id, marker, stages, targets and criteria.
+
+    `script` may be any k6 script: with `catalogues = ["generic"]` it keeps its own options
+    (scenarios, stages, thresholds), the plugin wraps it (`scripts.wrapper`) and judges it by
+    the `window` offsets, k6's built-in metrics and its own thresholds (`script_thresholds`).
+    """
 
     id: str = Field(pattern=r"^[A-Z][A-Z0-9_]*$")
     marker: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     description: str = ""
     script: str = "k6/game.js"
     profile: str = "staging"
-    stages: list[Stage] = Field(min_length=1)
+    stages: list[Stage] = Field(default_factory=list)  # the game script's; another script keeps its own
     steady_stage: int | None = None
+    window: Window | None = None
+    catalogues: list[Literal["game", "generic"]] = Field(default_factory=_game_only, min_length=1)
+    script_thresholds: bool = True  # the script's own options.thresholds become criteria (not the game script's)
+    coverage: Coverage | None = None
+    peak_vus_hint: int = Field(default=0, ge=0, alias="peak_vus")  # another script's peak VUs (pool check)
+    uses_pool: bool | None = None  # logs in as pool users (default: the game script does, another does not)
     graceful_ramp_down: str = "30s"
-    targets: Targets
+    targets: Targets = Targets(games=1, players=1, players_per_game=2)  # the game's; unused by another script
     game: GameSettings = GameSettings()
     websocket_companion: WebSocketCompanion = WebSocketCompanion(enabled=False)
     profile_overrides: dict[str, str] = Field(default_factory=dict)
@@ -179,30 +237,56 @@ class Scenario(_Strict):
 
     @model_validator(mode="after")
     def _steady_in_range(self) -> Scenario:
+        if self.is_game and not self.stages:
+            raise ValueError("stages: the game script needs at least one stage")
+        if self.is_game and "targets" not in self.model_fields_set:
+            raise ValueError("targets: the game scenarios need [targets] (games, players, players_per_game)")
+        if self.steady_stage is not None and self.window is not None:
+            raise ValueError("steady_stage and window both set: the steady window is one or the other")
         if self.steady_stage is not None and not 0 <= self.steady_stage < len(self.stages):
             raise ValueError(f"steady_stage={self.steady_stage} is not an index of stages (0..{len(self.stages) - 1})")
         return self
 
     @property
+    def needs_pool(self) -> bool:
+        """Whether the run logs in as pool users: then the pool is seeded and probed, the bypass verified."""
+        return self.uses_pool if self.uses_pool is not None else self.is_game
+
+    @property
+    def is_game(self) -> bool:
+        """Whether this is a run of the plan's game script (the plugin drives its stages)."""
+        return "game" in self.catalogues
+
+    @property
     def peak_vus(self) -> int:
         """Peak VUs of the run: players at the highest stage plus companion connections."""
+        if not self.stages:
+            return self.peak_vus_hint
         players = max(stage.target for stage in self.stages)
         return players + (self.websocket_companion.vus if self.websocket_companion.enabled else 0)
 
     @property
     def player_vus(self) -> int:
         """Peak player VUs (one VU is one human player)."""
-        return max(stage.target for stage in self.stages)
+        return max((stage.target for stage in self.stages), default=self.peak_vus_hint)
 
     def steady_window_s(self, time_scale: float = 1.0) -> tuple[float, float] | None:
-        """Seconds from the start of the run to the start and end of the steady window."""
+        """Seconds from the start of the run to the start and end of the steady window.
+
+        Stages scale with the time scale (the plugin drives them); `window` offsets name
+        moments of a script's own schedule and do not.
+        """
+        if self.window is not None:
+            return parse_duration(self.window.start), parse_duration(self.window.end)
         if self.steady_stage is None:
             return None
         start = sum(stage.seconds for stage in self.stages[: self.steady_stage]) * time_scale
         return start, start + self.stages[self.steady_stage].seconds * time_scale
 
     def duration_s(self, time_scale: float = 1.0) -> float:
-        """Planned duration of the players scenario (all stages)."""
+        """Planned duration of the players scenario (all stages); a script's own: its window's end."""
+        if not self.stages:
+            return parse_duration(self.window.end) if self.window else 0.0
         return sum(stage.seconds for stage in self.stages) * time_scale
 
     def applies(self, spec: CriterionSpec) -> bool:
@@ -212,6 +296,11 @@ class Scenario(_Strict):
         if spec.when == "websocket_companion":
             return self.websocket_companion.enabled
         return True
+
+    def script_path(self) -> Path:
+        """The k6 script, resolved against the scenario file's folder."""
+        base = self.source.parent if self.source else Path.cwd()
+        return (base / self.script).resolve()
 
 
 ExecutorKind = Literal["local", "segments", "k6-operator"]
@@ -298,7 +387,8 @@ class Catalogue(BaseModel):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     folder: Path
-    criteria: dict[str, CriterionSpec]
+    criteria: dict[str, CriterionSpec]  # the game catalogue
+    generic: dict[str, CriterionSpec] = Field(default_factory=dict)  # k6's built-in metrics
     scenarios: list[Scenario]
     environments: dict[str, Environment]
 
@@ -324,7 +414,9 @@ class Catalogue(BaseModel):
                      environment: Environment | None = None) -> list[Criterion]:
         """The criteria of a scenario, thresholds resolved at its profile (or `profile` for all)."""
         merged: dict[str, CriterionSpec] = {}
-        for name, spec in self.criteria.items():
+        catalogue = {**(self.criteria if scenario.is_game else {}),
+                     **(self.generic if "generic" in scenario.catalogues else {})}
+        for name, spec in catalogue.items():
             spec = scenario.criteria.get(name, spec)
             if scenario.applies(spec):
                 merged[name] = spec
@@ -345,8 +437,10 @@ class Catalogue(BaseModel):
             except ExpressionError as exc:
                 raise ScenarioFileError(f"{where}: criteria.{name}.{chosen}: {exc}") from None
             metric = parse_metric(spec.metric)
-            if scenario.steady_stage is None:  # judged over the whole run
-                metric = MetricRef(metric.name, tuple(t for t in metric.tags if t[0] != "phase"))
+            steady = ("phase", "steady") in metric.tags
+            if scenario.steady_window_s() is None:  # judged over the whole run
+                metric, steady = MetricRef(metric.name, tuple(t for t in metric.tags if t[0] != "phase")), False
+            latency = spec.source == "k6" and expression.aggregation.startswith("p(") and steady
             result.append(
                 Criterion(
                     name=name,
@@ -363,8 +457,15 @@ class Catalogue(BaseModel):
                     per=parse_metric(spec.per) if spec.per else None,
                     scale=spec.scale,
                     not_applicable=environment.not_applicable.get(name) if environment else None,
+                    when=spec.when,
+                    absent_is_zero=spec.absent_is_zero,
+                    coverage=scenario.coverage if latency else None,
                 )
             )
+        if not scenario.is_game and scenario.script_thresholds:
+            from .scripts import threshold_criteria
+
+            result.extend(threshold_criteria(scenario, profile or scenario.profile))
         return result
 
 
@@ -446,6 +547,11 @@ def load_catalogue(folder: Path) -> Catalogue:
     criteria_path = folder / CRITERIA_FILE
     catalogue_raw = _read_toml(criteria_path) if criteria_path.exists() else {}
     criteria = {name: _criterion_spec(criteria_path, name, body, "") for name, body in catalogue_raw.items()}
+    generic_path = folder / GENERIC_CRITERIA_FILE
+    generic_raw = _read_toml(generic_path) if generic_path.exists() else {}
+    generic = {name: _criterion_spec(generic_path, name, body, "") for name, body in generic_raw.items()}
+    for name in set(generic) & set(criteria):
+        raise ScenarioFileError(f"{generic_path}: {name}: also a criterion of {criteria_path.name}; names must differ")
     environments: dict[str, Environment] = {}
     env_path = folder / ENVIRONMENTS_FILE
     if env_path.exists():
@@ -470,13 +576,14 @@ def load_catalogue(folder: Path) -> Catalogue:
             raise _explain(path, exc) from None
         specs = {}  # a scenario entry overrides only the keys it writes
         for name, body in raw_criteria.items():
-            base = catalogue_raw.get(name, {}) if isinstance(body, dict) else {}
+            base = {**generic_raw, **catalogue_raw}.get(name, {}) if isinstance(body, dict) else {}
             specs[name] = _criterion_spec(path, name, {**base, **body} if isinstance(body, dict) else body, "criteria.")
         scenario = scenario.model_copy(update={"criteria": specs})
         for name in scenario.profile_overrides:
-            if name not in criteria and name not in scenario.criteria:
+            if name not in criteria and name not in generic and name not in scenario.criteria:
                 raise ScenarioFileError(f"{path}: profile_overrides.{name}: no such criterion")
-        _check_names({**criteria, **scenario.criteria}, str(path))
+        _check_names({**(criteria if scenario.is_game else {}), **(generic if "generic" in scenario.catalogues else {}),
+                      **scenario.criteria}, str(path))
         scenarios.append(scenario)
     seen: dict[str, Path | None] = {}
     for scenario in scenarios:
@@ -484,7 +591,8 @@ def load_catalogue(folder: Path) -> Catalogue:
             if key in seen:
                 raise ScenarioFileError(f"{scenario.source}: {key!r} is also used by {seen[key]}")
             seen[key] = scenario.source
-    catalogue = Catalogue(folder=folder, criteria=criteria, scenarios=scenarios, environments=environments)
+    catalogue = Catalogue(folder=folder, criteria=criteria, generic=generic, scenarios=scenarios,
+                          environments=environments)
     for scenario in scenarios:  # every threshold resolves at the scenario's own profiles
         catalogue.criteria_for(scenario)
     return catalogue

@@ -117,6 +117,8 @@ class ProdvalSession:
         """Seed the pool (if asked), then log pool user 1 in and learn the token TTL."""
         if prepared.error or self.is_worker or prepared.token_ttl_s is not None:
             return prepared
+        if self.selected and not any(s.needs_pool for s in self.selected.values()):
+            return prepared  # no selected script logs in as a pool user
         assert self.environment is not None
         with self._recording(prepared):
             seed = self.settings.seed if self.settings.seed is not None else self.environment.embedded
@@ -136,7 +138,8 @@ class ProdvalSession:
     @contextmanager
     def bypass(self, prepared: Prepared, target: Target) -> Iterator[BypassRecord | None]:
         """The staging rate-limit bypass, on for the session's k6 runs and always off after."""
-        if not self.settings.bypass or prepared.error or prepared.bypass_by_controller or self.is_worker:
+        if not self.settings.bypass or prepared.error or prepared.bypass_by_controller or self.is_worker or (
+                self.selected and not any(s.needs_pool for s in self.selected.values())):
             yield prepared.bypass
             return
         controller = self.config.hook.pytest_prodval_bypass_controller(config=self.config, prepared=prepared, session=self)
@@ -230,10 +233,11 @@ class ProdvalSession:
         """The environment's name in artifact names."""
         return self.settings.env or "offline"
 
-    def judge(self, report: SloReport, scenario: Scenario, *, metrics: Any, concurrency: Any, server: Any = None) -> SloReport:
+    def judge(self, report: SloReport, scenario: Scenario, *, metrics: Any, concurrency: Any, server: Any = None,
+              run: Any = None) -> SloReport:
         """The one judging step (judging.judge) with this session's baseline."""
         return judge(report, self.criteria(scenario), metrics=metrics, concurrency=concurrency, server=server,
-                     baseline=self.baseline)
+                     baseline=self.baseline, run=run)
 
     def _preflight_failed(self, scenario: Scenario, prepared: Prepared) -> RunOutcome:
         """No k6 run: a report marked incomplete, every criterion an error."""
@@ -338,6 +342,15 @@ class ProdvalSession:
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
         """After -m/-k selection: what runs, and the pool must cover the peak VUs of each."""
+        named = self.settings.from_scenario
+        if named is not None:  # files of one scenario: the others' items are not about them
+            if not any(isinstance(i, CriterionItem) and named in (i.scenario.id, i.scenario.marker) for i in items):
+                known = sorted({i.scenario.marker for i in items if isinstance(i, CriterionItem)})
+                raise pytest.UsageError(f"--prodval-scenario {named}: no such scenario selected (known: {', '.join(known)})")
+            other = [i for i in items if isinstance(i, CriterionItem) and named not in (i.scenario.id, i.scenario.marker)]
+            if other:
+                config.hook.pytest_deselected(items=other)
+                items[:] = [i for i in items if i not in other]
         self.selected = {item.scenario.id: item.scenario for item in items if isinstance(item, CriterionItem)}
         if not self.live:
             return

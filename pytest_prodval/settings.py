@@ -87,7 +87,9 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption("--prodval-time-scale", metavar="FACTOR",
                     help="Multiply every stage duration by FACTOR (e.g. 0.05 for a quick run); concurrency targets stay")
     group.addoption("--prodval-from-results", metavar="PATH",
-                    help="Re-evaluate criteria from a previous run (SLO report, summary, raw file or folder): no k6, no network")
+                    help="Re-evaluate criteria from any k6 run: raw --out json file (.gz or not, any name), summary export, handleSummary JSON, our artifacts, or a folder of them; no k6, no network")
+    group.addoption("--prodval-scenario", metavar="NAME",
+                    help="With --prodval-from-results: the scenario (id or marker) whose criteria judge files whose names do not say")
     group.addoption("--prodval-k6", metavar="PATH", help="The k6 binary (default: k6 on PATH). Env var PRODVAL_K6")
     group.addoption("--prodval-seed", metavar="BOOL",
                     help="Seed the load-test user pool before the run (default: true for embedded stacks, else SEED_LOADTEST_USERS)")
@@ -207,6 +209,7 @@ class Settings(BaseModel):
     profile: str | None
     time_scale: float
     from_results: Path | None
+    from_scenario: str | None
     k6_bin: str
     seed: bool | None
     bypass: bool
@@ -289,6 +292,8 @@ def load_settings(config: pytest.Config) -> Settings:
     from_results = _folder(config, opt.prodval_from_results, "option") if opt.prodval_from_results else None
     if from_results is not None and not from_results.exists():
         raise pytest.UsageError(f"--prodval-from-results: {from_results} does not exist")
+    if opt.prodval_scenario and from_results is None:
+        raise pytest.UsageError("--prodval-scenario names the scenario of --prodval-from-results files; give that option too")
     seed_text, _ = _pick(config, opt.prodval_seed, "SEED_LOADTEST_USERS", None)
     bypass_text, _ = _pick(config, opt.prodval_bypass, "RATE_LIMIT_BYPASS_ENABLED", None)
     baseline = _folder(config, opt.prodval_baseline, "option") if opt.prodval_baseline else None
@@ -315,6 +320,7 @@ def load_settings(config: pytest.Config) -> Settings:
         profile=profile,
         time_scale=_time_scale(scale) if scale else 1.0,
         from_results=from_results,
+        from_scenario=opt.prodval_scenario,
         k6_bin=k6_bin or "k6",
         seed=_flag(seed_text, "--prodval-seed / SEED_LOADTEST_USERS") if seed_text is not None else None,
         bypass=_flag(bypass_text, "--prodval-bypass / RATE_LIMIT_BYPASS_ENABLED") if bypass_text is not None else False,

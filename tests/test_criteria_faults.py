@@ -202,7 +202,10 @@ def test_errors_contract_lost_games_and_unreachable_concurrency_fail(
         pytester, monkeypatch,
         # Most created games are lost (201, then 404): every creator meets one within its first creates.
         faults={"lost_game_rate": 0.8},
-        runtime_faults={"error_5xx_rate": 0.05, "contract_violation_rate": 0.05},
+        # Deterministic 5xx: the list route always answers 500 (the script still matchmakes through the lobby
+        # events, as against RingRift). A 5 % random 5xx over ~36 steady requests missed every one in 1 run of 6.
+        # Contract violations at 30 %: the chance that none of ~25 successful answers breaks is ~1e-4.
+        runtime_faults={"route_500": ["game_list"], "contract_violation_rate": 0.3},
     )
     run.assert_outcomes({
         "failed_requests_rate": "failure", "true_error_rate": "failure", "availability": "failure",
@@ -216,8 +219,9 @@ def test_errors_contract_lost_games_and_unreachable_concurrency_fail(
     assert run.criterion("server_games_active_peak")["observed"] < 5
     # The hints name what the data shows: the failing endpoints, by the script's tags.
     assert "by endpoint" in (run.criterion("failed_requests_rate")["hint"] or "")
+    # With this many faults few games (often none) form; that they are counted at all the healthy run proves.
     games = run.report["concurrency"]["games"]["peak"]
-    assert 1 <= games <= 4
+    assert games <= 4
     assert re.search(rf"concurrent_games peak {games} games < 5 games \(staging profile, [\d,]+ lifecycle events\); "
                      r"expected peak>=5\nhint: Target concurrency not reached", run.message("concurrent_games"))
     players = run.message("concurrent_players")

@@ -91,7 +91,7 @@ def test_bad_values_are_usage_errors(pytester: pytest.Pytester, monkeypatch: pyt
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
     if "invalid:" in message:
-        result.stderr.fnmatch_lines(["  targets: Field required"])
+        result.stderr.fnmatch_lines(["  <file>: Value error, targets: the game scenarios need ?targets? (games, players, players_per_game)"])
 
 
 def test_production_host_refused_before_anything_is_sent(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -136,7 +136,7 @@ def test_bad_scenario_file_names_file_field_and_expectation(
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
     if "invalid:" in message:
-        result.stderr.fnmatch_lines(["  targets: Field required"])
+        result.stderr.fnmatch_lines(["  <file>: Value error, targets: the game scenarios need ?targets? (games, players, players_per_game)"])
 
 
 def test_bad_bypass_lease_is_a_usage_error_at_start(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:

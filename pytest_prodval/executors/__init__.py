@@ -63,16 +63,13 @@ class InstancePaths:
 
     @classmethod
     def of(cls, paths: RunPaths, index: int, count: int) -> InstancePaths:
-        """A single instance keeps the run's own names; instance i of N gets `<stem>_instance-i...`.
-
-        The instance names end neither in `_summary.json` nor `_slo_report.json`, so finding a
-        run's files (artifacts.find_runs) never mistakes one instance for the run.
-        """
+        """A single instance keeps the run's own names; instance i of N gets `<stem>_i<i>...`
+        (`sources.find_run` reads every `<stem>_i<n>.json.gz` as one run, and skips the instances'
+        own summaries: the run is judged from the raw points of all of them)."""
         if count == 1:
             return cls(paths.raw, paths.summary, paths.k6_log)
-        stem = paths.folder / f"{paths.stem}_instance-{index}"
-        return cls(stem.with_name(stem.name + ".json.gz"), stem.with_name(stem.name + ".summary.json"),
-                   stem.with_name(stem.name + "_k6.log"))
+        stem = f"{paths.stem}_i{index}"
+        return cls(paths.folder / f"{stem}.json.gz", paths.folder / f"{stem}_summary.json", paths.folder / f"{stem}_k6.log")
 
 
 @dataclass
@@ -121,12 +118,17 @@ class Launch:
     paths: RunPaths
     count: int  # instances
     timeout_s: float
+    summary_export: bool = False  # a user's script: k6's --summary-export per instance (the game script has handleSummary)
     progress: Callable[[int | None], Callable[[float], None]] | None = None  # REST API port -> tick
     redact: Callable[[str], str] = field(default=lambda text: text)
 
     def instance_paths(self, index: int) -> InstancePaths:
         """The files of instance `index`."""
         return InstancePaths.of(self.paths, index, self.count)
+
+    def summary_flags(self, paths: InstancePaths) -> list[str]:
+        """`--summary-export` to the instance's summary for a user's script; none for the game script."""
+        return ["--summary-export", str(paths.summary)] if self.summary_export else []
 
 
 class Executor(Protocol):

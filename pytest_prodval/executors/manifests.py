@@ -73,7 +73,7 @@ def results_claim(run: str, namespace: str, config: ExecutorConfig) -> dict[str,
             "spec": spec}
 
 
-def testrun(run: str, namespace: str, config: ExecutorConfig, parallelism: int) -> dict[str, Any]:
+def testrun(run: str, namespace: str, config: ExecutorConfig, parallelism: int, *, summary_export: bool = False) -> dict[str, Any]:
     """The TestRun: fixed k6 flags in `arguments` (split on whitespace by the operator); the per-pod
     output paths in the runner's env (`K6_OUT`), where Kubernetes expands `$(PRODVAL_POD)`.
 
@@ -86,7 +86,8 @@ def testrun(run: str, namespace: str, config: ExecutorConfig, parallelism: int) 
         "env": [
             {"name": POD_VAR, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": "K6_OUT", "value": f"json={MOUNT}/{RAW_NAME}"},
-            {"name": "PRODVAL_SUMMARY_PATH", "value": f"{MOUNT}/{SUMMARY_NAME}"},
+            # The game script's handleSummary writes PRODVAL_SUMMARY_PATH; a user's script gets k6's export.
+            {"name": "K6_SUMMARY_EXPORT" if summary_export else "PRODVAL_SUMMARY_PATH", "value": f"{MOUNT}/{SUMMARY_NAME}"},
             {"name": "K6_WEB_DASHBOARD", "value": "false"},
         ],
         "envFrom": [{"secretRef": {"name": f"{run}-secrets"}}],

@@ -113,7 +113,7 @@ class OperatorExecutor:
             manifests.configmap(run, namespace, archive(launch, tmp)),
             manifests.secret(run, namespace, launch.secrets),
             manifests.results_claim(run, namespace, self.config),
-            manifests.testrun(run, namespace, self.config, launch.count),
+            manifests.testrun(run, namespace, self.config, launch.count, summary_export=launch.summary_export),
         ]
         write_atomic(launch.paths.folder / f"{launch.paths.stem}_k8s_manifests.json",
                      json.dumps([manifests.without_secrets(o) for o in objects], indent=2))
