@@ -174,7 +174,8 @@ def _record(instance: InstanceResult) -> InstanceRecord:
     """The report's view of one instance: segment, exit code, its own request count and rate."""
     requests = rate = None
     try:
-        values = load_summary(instance.paths.summary)["metrics"].get("http_reqs", {}).get("values", {})
+        entry = load_summary(instance.paths.summary)["metrics"].get("http_reqs", {})
+        values = entry.get("values", entry)  # handleSummary data nests them; a --summary-export does not
         requests = int(values["count"]) if "count" in values else None
         rate = float(values["rate"]) if "rate" in values else None
     except (ValueError, TypeError, AttributeError):

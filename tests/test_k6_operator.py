@@ -115,56 +115,68 @@ def remaining(state: Path) -> list[str]:
     return sorted(str(p.relative_to(state / "objects")) for p in (state / "objects").rglob("*.json"))
 
 
+def report_of(results: Path, scenario_id: str) -> dict[str, Any]:
+    """The SLO report of a scenario's run (not the WebSocket companion's)."""
+    return dict(json.loads(next(results.glob(f"{scenario_id}_local_*_slo_report.json")).read_text()))
+
+
 @pytest.mark.usefixtures("smoke_scenarios")
-def test_operator_run_end_to_end_cleans_up_and_keeps_secrets_out(pytester: pytest.Pytester, fake_kubectl: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_operator_runs_judged_once_lost_and_failed_pods_are_errors_and_nothing_is_left(
+        pytester: pytest.Pytester, fake_kubectl: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One session, two scenarios on 3 runner pods each: the smoke run is judged once on the merged
+    data; in its copy BCAP_SMOKE_FAULTS pod 2 is lost and pod 3 evicted."""
+    scenarios = pytester.path / "scenarios"
+    smoke = (scenarios / "smoke.toml").read_text()
+    (scenarios / "smoke_faults.toml").write_text(
+        smoke.replace('id = "BCAP_SMOKE_4G_12P"', 'id = "BCAP_SMOKE_FAULTS"').replace('marker = "smoke"', 'marker = "smoke_faults"'))
+    operator_environment(scenarios)
     monkeypatch.setenv("LOADTEST_USER_POOL_PASSWORD", SECRET)
-    operator_environment(pytester.path / "scenarios")
+    monkeypatch.setenv("FAKE_K8S_LOSE_POD", "smoke-faults:2")
+    monkeypatch.setenv("FAKE_K8S_FAIL_POD", "smoke-faults:3")
     results = pytester.path / "res"
-    result = pytester.runpytest_subprocess("--env", "local", "-m", "smoke", "--prodval-time-scale", "0.3",
-                                           "--prodval-results-dir", str(results), "-k", "failed_requests or concurrent",
-                                           timeout=180)
-    result.assert_outcomes(passed=3)
-    report = json.loads(next(results.glob("BCAP_*_slo_report.json")).read_text())
-    assert report["executor"] == "k6-operator" and report["complete"] is True
-    [instance] = report["instances"]
-    assert instance["exit_code"] in (0, 99) and instance["requests"] > 0 and instance["problem"] is None
+    result = pytester.runpytest_subprocess("--env", "local", "-m", "smoke or smoke_faults", "--prodval-time-scale", "0.3",
+                                           "--prodval-parallelism", "3", "--prodval-results-dir", str(results),
+                                           "--junitxml", "slo.xml", timeout=240)
+    # The healthy run: judged once, on the merged data of its 3 runners
+    healthy = report_of(results, "BCAP_SMOKE_4G_12P")
+    assert healthy["executor"] == "k6-operator" and healthy["complete"] is True, healthy["incomplete_reason"]
+    assert [(i["index"], i["segment"]) for i in healthy["instances"]] == [(1, "0/3:1/3"), (2, "1/3:2/3"), (3, "2/3:3/3")]
+    assert all(i["exit_code"] in (0, 99) and i["requests"] > 0 and i["problem"] is None for i in healthy["instances"])
+    assert all(c["verdict"] != "error" for c in healthy["criteria"]), [c["message"] for c in healthy["criteria"]]
+    total = next(c for c in healthy["criteria"] if c["name"] == "failed_requests_rate")["samples"]
+    assert total > 0
+    # The faulty run: every criterion an ERROR naming both broken instances; exit 99 of the others is normal
+    faulty = report_of(results, "BCAP_SMOKE_FAULTS")
+    assert faulty["complete"] is False and faulty["verdict"] == "ERROR"
+    by_index = {i["index"]: i for i in faulty["instances"]}
+    assert by_index[1]["exit_code"] in (0, 99) and by_index[1]["problem"] is None
+    assert by_index[2]["exit_code"] is None and "instance 2/3 (segment 1/3:2/3) lost" in by_index[2]["problem"]
+    assert by_index[2]["raw"] and by_index[2]["summary"] is None  # its cut raw file kept from the volume
+    assert by_index[3]["exit_code"] == 105 and "instance 3/3 (segment 2/3:3/3): k6 exited with code 105" in by_index[3]["problem"]
+    criteria = faulty["criteria"]
+    assert criteria and all(c["verdict"] in ("error", "n/a") for c in criteria)
+    assert all("instance 2/3" in c["message"] and "instance 3/3" in c["message"] for c in criteria if c["verdict"] == "error")
+    # JUnit: the same items as a single-machine run, each saying how many instances ran
+    import xml.etree.ElementTree as ET
+
+    cases = list(ET.parse(pytester.path / "slo.xml").getroot().iter("testcase"))
+    faulty_cases = [c for c in cases if "BCAP_SMOKE_FAULTS" in (c.get("classname") or "")]
+    assert faulty_cases and all(c.find("error") is not None for c in faulty_cases)
+    assert "instances=k6-operator: 3 instances: 1 [0/3:1/3] exit" in "".join(c.findtext("system-out") or "" for c in cases)
+    result.stdout.fnmatch_lines(["*load generators: k6-operator: 3 instances: 1 [[]0/3:1/3] exit *, 2 [[]1/3:2/3] exit none, "
+                                 "3 [[]2/3:3/3] exit 105*"])
+    # Everything it created is gone; the manifests were valid; the secret only ever in the Secret
+    assert remaining(fake_kubectl) == []
     objects = given(fake_kubectl)
     assert set(objects) == {"ConfigMap", "Secret", "PersistentVolumeClaim", "TestRun", "Pod"}
     check_testrun(objects["TestRun"])
-    assert remaining(fake_kubectl) == []  # everything it created is deleted
     calls = [json.loads(line)["argv"] for line in (fake_kubectl / "calls.jsonl").read_text().splitlines()]
     assert all(argv[:4] == ["--context", "kind-prodval", "--namespace", "load"] for argv in calls)
-    for path in [*results.rglob("*"), fake_kubectl / "calls.jsonl"]:
+    for path in [*results.rglob("*"), pytester.path / "slo.xml", fake_kubectl / "calls.jsonl"]:
         if path.is_file():
             assert SECRET.encode() not in path.read_bytes(), path
     assert SECRET not in json.dumps({k: v for k, v in objects.items() if k != "Secret"})
     assert objects["Secret"]["stringData"]["LOADTEST_USER_POOL_PASSWORD"] == SECRET  # only there
-
-
-@pytest.mark.usefixtures("smoke_scenarios")
-def test_lost_and_failed_runner_pods_make_every_criterion_an_error_naming_them(
-        pytester: pytest.Pytester, fake_kubectl: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    operator_environment(pytester.path / "scenarios")
-    monkeypatch.setenv("FAKE_K8S_LOSE_POD", "2")
-    monkeypatch.setenv("FAKE_K8S_FAIL_POD", "3")
-    results = pytester.path / "res"
-    result = pytester.runpytest_subprocess("--env", "local", "-m", "smoke", "--prodval-time-scale", "0.3",
-                                           "--prodval-parallelism", "3", "--prodval-results-dir", str(results),
-                                           timeout=180)
-    report = json.loads(next(results.glob("BCAP_*_slo_report.json")).read_text())
-    assert report["complete"] is False and report["verdict"] == "ERROR"
-    by_index = {i["index"]: i for i in report["instances"]}
-    assert [by_index[i]["segment"] for i in (1, 2, 3)] == ["0/3:1/3", "1/3:2/3", "2/3:3/3"]
-    assert by_index[1]["exit_code"] in (0, 99) and by_index[1]["problem"] is None  # its own thresholds: normal
-    assert by_index[2]["exit_code"] is None and "instance 2/3 (segment 1/3:2/3) lost" in by_index[2]["problem"]
-    assert by_index[3]["exit_code"] == 105 and "instance 3/3 (segment 2/3:3/3): k6 exited with code 105" in by_index[3]["problem"]
-    criteria = report["criteria"]
-    assert criteria and all(c["verdict"] in ("error", "n/a") for c in criteria)
-    assert all("instance 2/3" in c["message"] and "instance 3/3" in c["message"] for c in criteria if c["verdict"] == "error")
-    outcomes = result.parseoutcomes()
-    assert outcomes.get("errors", 0) == sum(c["verdict"] == "error" for c in criteria) and "passed" not in outcomes
-    assert remaining(fake_kubectl) == []
 
 
 def test_ctrl_c_during_a_testrun_deletes_everything_it_created(tmp_path: Path, fake_kubectl: Path) -> None:

@@ -132,7 +132,7 @@ class OperatorExecutor:
         kubectl("wait", "--for=condition=Ready", f"pod/{collector['metadata']['name']}", f"--timeout={self.config.startup_timeout_s:.0f}s")
         copied = tmp / "results"
         kubectl("cp", f"{namespace}/{collector['metadata']['name']}:{manifests.MOUNT}", str(copied))
-        state.collect(copied, launch)
+        state.collect(copied, launch, run)
 
     def _follow(self, kubectl: Kubectl, run: str, launch: Launch) -> str:
         """Poll the TestRun's stage until it is done; bounded by startup + the run's own time bound."""
@@ -175,16 +175,26 @@ class _RunState:
         self.logs: dict[int, str] = {}
         self.interrupted = False
         self.failure: str | None = None
+        self.twice: dict[int, list[str]] = {}  # instance -> the pods whose files it has
 
-    def collect(self, copied: Path, launch: Launch) -> None:
-        """Move each pod's files from the copied volume to the instance's names in the results folder."""
-        for index, pod in self.pods.items():
-            name = pod["metadata"]["name"]
+    def collect(self, copied: Path, launch: Launch, run: str) -> None:
+        """Move each pod's files from the copied volume to its instance's names in the results folder.
+
+        The instance comes from the file's pod name (`RUN-i-xxxxx`, the Job `RUN-i` of runner i), so
+        the cut raw file of a pod that is gone is kept too; two pods' files for one instance mean it
+        ran twice, which the run cannot use.
+        """
+        pattern = re.compile(rf"^(?:raw|summary)-{re.escape(run)}-(\d+)-[a-z0-9]+\.json(?:\.gz)?$")
+        pods: dict[int, set[str]] = {}
+        for source in sorted(copied.iterdir()) if copied.is_dir() else []:
+            match = pattern.match(source.name)
+            if not match or not 1 <= int(match[1]) <= self.count:
+                continue
+            index = int(match[1])
+            pods.setdefault(index, set()).add(source.name.split("-", 1)[1].rsplit(".json", 1)[0])
             paths = launch.instance_paths(index)
-            for source, target in ((copied / manifests.RAW_NAME.replace("$(PRODVAL_POD)", name), paths.raw),
-                                   (copied / manifests.SUMMARY_NAME.replace("$(PRODVAL_POD)", name), paths.summary)):
-                if source.exists():
-                    shutil.move(source, target)
+            shutil.move(source, paths.raw if source.name.startswith("raw-") else paths.summary)
+        self.twice = {index: sorted(names) for index, names in pods.items() if len(names) > 1}
 
     def results(self, launch: Launch, started: float) -> list[InstanceResult]:
         """One InstanceResult per runner; a runner with no pod or no exit is lost, naming why."""
@@ -201,6 +211,8 @@ class _RunState:
                 lost = None
             elif pod is None:
                 lost = f"no runner pod (TestRun stage {self.stage or 'unknown'}): its node or pod is gone"
+            elif index in self.twice:
+                lost = f"files of more than one pod ({', '.join(self.twice[index])}): the runner ran twice"
             k6 = K6Result(exit_code, ended - started, interrupted=self.interrupted, log_tail=log_tail(paths.log))
             results.append(InstanceResult(index, self.count, segment(index, self.count) if self.count > 1 else None,
                                           paths, k6, started_at=started, ended_at=ended, lost=lost))

@@ -21,7 +21,7 @@ does (/work/shared/data/k6-operator/README.md), with real k6 processes:
 The one deviation: every pod has its own IP in a cluster, so `--address=0.0.0.0:6565`
 becomes 127.0.0.1 on a free port (loopback only here).
 
-Knobs (environment of the kubectl call that creates the TestRun): FAKE_K8S_LOSE_POD=i kills
+Knobs (environment of the kubectl call that creates the TestRun, `i` or `RUNNAME-PART:i`): FAKE_K8S_LOSE_POD=i kills
 runner i with SIGKILL 1 s after the start and deletes its pod (a lost node: no exit code, no
 log, a cut raw file, no summary); FAKE_K8S_FAIL_POD=i sends it SIGTERM 1 s after the start
 (an evicted pod: k6 exits 105). The operator stops by itself after FAKE_K8S_DEADLINE_S (90).
@@ -235,6 +235,13 @@ def _pod_env(ns: str, runner: dict[str, Any], pod_name: str) -> dict[str, str]:
     return env
 
 
+def _knob(name: str, run: str) -> int | None:
+    """The runner index a knob names for this TestRun: `i`, or `part-of-the-run-name:i`."""
+    text = os.environ.get(name, "")
+    where, _, index = text.rpartition(":")
+    return int(index) if index and (not where or where in run) else None
+
+
 def operate(ns: str, run: str) -> int:
     """Run one TestRun to its end, the way k6-operator would."""
     deadline = time.monotonic() + float(os.environ.get("FAKE_K8S_DEADLINE_S", "90"))
@@ -317,10 +324,7 @@ def operate(ns: str, run: str) -> int:
             pass
     _set_stage(ns, run, "started")
     knobs = {"FAKE_K8S_LOSE_POD": signal.SIGKILL, "FAKE_K8S_FAIL_POD": signal.SIGTERM}
-    harmed: dict[int, str] = {}
-    for knob, sig in knobs.items():
-        if os.environ.get(knob):
-            harmed[int(os.environ[knob])] = knob
+    harmed = {index: knob for knob in knobs if (index := _knob(knob, run)) is not None}
     hurt_at = time.monotonic() + 1.0
     while any(p.poll() is None for p in procs.values()) and time.monotonic() < deadline:
         if harmed and time.monotonic() >= hurt_at:
@@ -331,7 +335,7 @@ def operate(ns: str, run: str) -> int:
     for i, proc in procs.items():
         code = stop(proc, grace_s=5, sig=signal.SIGKILL)
         pod = pods[i]
-        if os.environ.get("FAKE_K8S_LOSE_POD") == str(i):  # the node is gone, and the pod with it
+        if _knob("FAKE_K8S_LOSE_POD", run) == i:  # the node is gone, and the pod with it
             _obj_path(ns, "pod", pod["metadata"]["name"]).unlink(missing_ok=True)
             (STATE / "logs" / ns / f"{pod['metadata']['name']}.log").unlink(missing_ok=True)
             continue

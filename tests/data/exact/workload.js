@@ -19,7 +19,6 @@ const ITERATIONS = 25;
 export const options = {
   scenarios: { work: { executor: 'per-vu-iterations', vus: 8, iterations: ITERATIONS, maxDuration: '20s' } },
   thresholds: { 'work_ms': ['p(95)<900'], 'work_slow': ['rate<0.5'], 'work_units_total': ['count>=0'] },
-  summaryTrendStats: ['avg', 'min', 'med', 'max', 'p(90)', 'p(95)', 'p(99)', 'count'],
 };
 
 export function setup() {
@@ -40,8 +39,4 @@ export default function () {
   units.add(n % 7);
   sleep(0.06);
   if (last) { games.add(-1); players.add(-3); }
-}
-
-export function handleSummary(data) {
-  return { [__ENV.PRODVAL_SUMMARY_PATH]: JSON.stringify(data) };
 }
