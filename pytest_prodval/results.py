@@ -161,9 +161,38 @@ def read_instances(instances: list[InstanceResult], paths: RunPaths, report: Slo
     from the data can never pass.
     """
     report.instances = [_record(instance) for instance in instances]
-    problems = [p for p in (instance.problem() for instance in instances) if p]
+    problems = [p for p in (instance.problem() or _disagreement(instance) for instance in instances) if p]
     return read_run(paths, report, scenario, criteria, k6_problem="; ".join(problems) or None,
                     raws=[instance.paths.raw for instance in instances])
+
+
+AGREEMENT_KEYS = ("http_reqs", "iterations")  # counts an instance's raw output and its summary must share
+
+
+def _disagreement(instance: InstanceResult) -> str | None:
+    """Why an instance's raw output and its own summary disagree (a file cut or mixed up), or None.
+
+    k6 writes both from the same samples, so their counts are equal; one pass over the
+    instance's raw file for two counters (a few ms per MB). A raw file the engine cannot read
+    is reported by the merged pass; an instance without a summary by its exit (or not at all:
+    a lost summary alone does not change the raw points the run is judged on).
+    """
+    from . import exact
+
+    paths = instance.paths
+    try:
+        summary = load_summary(paths.summary)["metrics"]
+        raw = exact.measure([paths.raw], exact.queries_for(AGREEMENT_KEYS), window=None, pcts=(50,)).metrics
+    except (ValueError, OSError):
+        return None
+    for key in AGREEMENT_KEYS:
+        entry = summary.get(key) or {}
+        in_summary = (entry.get("values", entry) or {}).get("count")
+        in_raw = ((raw.get(key) or {}).get("values") or {}).get("count")
+        if (in_summary or 0) != (in_raw or 0):
+            return (f"{instance.name}: its raw output and its summary disagree: {key} {in_raw or 0:g} in "
+                    f"{paths.raw.name}, {in_summary or 0:g} in {paths.summary.name}")
+    return None
 
 
 def _iso(epoch_s: float | None) -> str | None:

@@ -4,10 +4,11 @@ criterion value is identical — counts, percentiles, rates and concurrency peak
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -24,70 +25,6 @@ from pytest_prodval.scenarios import ExecutorConfig, load_catalogue
 from pytest_prodval.scripts import write_wrapper
 
 DATA = Path(__file__).resolve().parent / "data" / "exact"
-SCENARIO = """\
-id = "EXACT_WORKLOAD"
-marker = "exact_workload"
-description = "8 VUs x 25 iterations; every value depends only on which iterations ran"
-script = "k6/workload.js"
-catalogues = ["generic"]
-
-[targets]
-games = 8
-players = 24
-players_per_game = 3
-
-[criteria.work_p95]
-metric = "work_ms"
-unit = "ms"
-staging = "p(95)<950"
-
-[criteria.work_med]
-metric = "work_ms"
-unit = "ms"
-staging = "med<600"
-
-[criteria.work_p99_9]
-metric = "work_ms"
-unit = "ms"
-staging = "p(99.9)<1000"
-
-[criteria.work_avg]
-metric = "work_ms"
-unit = "ms"
-staging = "avg<600"
-
-[criteria.work_max]
-metric = "work_ms"
-unit = "ms"
-staging = "max<1000"
-
-[criteria.slow_rate]
-metric = "work_slow"
-unit = "%"
-staging = "rate<0.5"
-
-[criteria.work_units]
-metric = "work_units_total"
-staging = "count>0"
-
-[criteria.requests]
-metric = "http_reqs"
-staging = "count==200"
-
-[criteria.items_ok]
-metric = "http_reqs{name:item,status:200}"
-staging = "count==200"
-
-[criteria.concurrent_games]
-metric = "prodval_concurrent_games"
-unit = "games"
-staging = "peak>={games}"
-
-[criteria.concurrent_players]
-metric = "prodval_concurrent_players"
-unit = "players"
-staging = "peak>={players}"
-"""
 
 
 class _Ok(BaseHTTPRequestHandler):
@@ -112,12 +49,13 @@ def target() -> Iterator[str]:
     server.server_close()
 
 
-def run_and_judge(folder: Path, kind: str, count: int, url: str) -> SloReport:
-    """The workload on an executor, judged the plugin's way (results.read_instances → judging.judge)."""
+def run_and_judge(folder: Path, kind: str, count: int, url: str) -> tuple[SloReport, Callable[[], SloReport]]:
+    """The workload on an executor, judged the plugin's way (results.read_instances → judging.judge);
+    also a function that judges its files again."""
     scenarios = folder / "scenarios"
     (scenarios / "k6").mkdir(parents=True)
     shutil.copy(DATA / "workload.js", scenarios / "k6" / "workload.js")
-    (scenarios / "exact.toml").write_text(SCENARIO)
+    shutil.copy(DATA / "exact.toml", scenarios / "exact.toml")
     catalogue = load_catalogue(scenarios)
     scenario = catalogue.scenario("exact_workload")
     criteria = catalogue.criteria_for(scenario)
@@ -128,18 +66,22 @@ def run_and_judge(folder: Path, kind: str, count: int, url: str) -> SloReport:
                     config={}, env={"PATH": os.environ["PATH"], "HOME": str(folder), "TARGET_URL": url}, secrets={},
                     paths=paths, count=count, timeout_s=60, summary_export=True)
     instances = executor_for(ExecutorConfig(kind=kind, parallelism=count if kind != "local" else None)).run(launch)
-    report = SloReport(scenario_id=scenario.id, marker=scenario.marker, env="local", profile="staging",
-                       timestamp="20261201T120000Z", steady_window_s=scenario.steady_window_s(),
-                       targets=scenario.targets.model_dump(), executor=kind)
-    data = read_instances(instances, paths, report, scenario, criteria)
-    report.complete = not data.problems
-    report.incomplete_reason = "; ".join(data.problems) or None
-    return judge(report, criteria, metrics=data.metrics, concurrency=report.concurrency, run=data)
+
+    def judged() -> SloReport:
+        report = SloReport(scenario_id=scenario.id, marker=scenario.marker, env="local", profile="staging",
+                           timestamp="20261201T120000Z", steady_window_s=scenario.steady_window_s(),
+                           targets=scenario.targets.model_dump(), executor=kind)
+        data = read_instances(instances, paths, report, scenario, criteria)
+        report.complete = not data.problems
+        report.incomplete_reason = "; ".join(data.problems) or None
+        return judge(report, criteria, metrics=data.metrics, concurrency=report.concurrency, run=data)
+
+    return judged(), judged
 
 
 def test_four_segments_give_every_criterion_value_of_one_process(tmp_path: Path, target: str) -> None:
-    whole = run_and_judge(tmp_path / "whole", "local", 1, target)
-    split = run_and_judge(tmp_path / "split", "segments", 4, target)
+    whole, _ = run_and_judge(tmp_path / "whole", "local", 1, target)
+    split, rejudge = run_and_judge(tmp_path / "split", "segments", 4, target)
     assert whole.complete and split.complete, (whole.incomplete_reason, split.incomplete_reason)
     # The script's own threshold p(95)<900 fails (p95 = 947.275): each instance exits 99 on its
     # own share, which is normal; the plugin judges the whole, the same way for both runs.
@@ -154,3 +96,13 @@ def test_four_segments_give_every_criterion_value_of_one_process(tmp_path: Path,
     assert values["threshold__work_ms__p95_lt_900"][:1] == (947.275,) and values["work_p95"][2] == "pass"
     failing = {name for name, (_, _, verdict) in values.items() if verdict != "pass"}
     assert failing == {"threshold__work_ms__p95_lt_900"}, [c.message for c in whole.criteria if c.verdict != "pass"]
+    # An instance whose raw output and summary disagree (a cut or mixed-up file) makes every criterion an ERROR naming it
+    summary = next((tmp_path / "split" / "res").glob("*_i3_summary.json"))
+    data = json.loads(summary.read_text())
+    data["metrics"]["http_reqs"]["count"] += 1
+    summary.write_text(json.dumps(data))
+    broken = rejudge()
+    assert not broken.complete and all(c.verdict == "error" for c in broken.criteria)
+    assert ("instance 3/4 (segment 2/4:3/4): its raw output and its summary disagree: http_reqs 50 in "
+            "EXACT_WORKLOAD_local_20261201T120000Z_i3.json.gz, 51 in EXACT_WORKLOAD_local_20261201T120000Z_i3_summary.json"
+            ) in (broken.incomplete_reason or "")

@@ -14,10 +14,11 @@ const slow = new Rate('work_slow');
 const units = new Counter('work_units_total');
 const games = new Counter('games_active_delta');
 const players = new Counter('players_active_delta');
-const ITERATIONS = 25;
+const ITERATIONS = Number(__ENV.WORK_ITERATIONS || 25);
+const PAUSE_S = Number(__ENV.WORK_PAUSE_S || 0.06);
 
 export const options = {
-  scenarios: { work: { executor: 'per-vu-iterations', vus: 8, iterations: ITERATIONS, maxDuration: '20s' } },
+  scenarios: { work: { executor: 'per-vu-iterations', vus: Number(__ENV.WORK_VUS || 8), iterations: ITERATIONS, maxDuration: __ENV.WORK_MAX_DURATION || '20s' } },
   thresholds: { 'work_ms': ['p(95)<900'], 'work_slow': ['rate<0.5'], 'work_units_total': ['count>=0'] },
 };
 
@@ -37,6 +38,6 @@ export default function () {
   work.add(value);
   slow.add(value > 800);
   units.add(n % 7);
-  sleep(0.06);
+  if (PAUSE_S > 0) sleep(PAUSE_S);
   if (last) { games.add(-1); players.add(-3); }
 }
