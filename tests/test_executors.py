@@ -47,3 +47,20 @@ def test_bad_executor_settings_are_usage_errors(pytester: pytest.Pytester, scena
     result = pytester.runpytest("--collect-only", "--env", "local", *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
+
+
+def test_html_and_junit_say_how_many_instances_ran_with_their_rates() -> None:
+    from pytest_prodval.html import render_html
+    from pytest_prodval.models import InstanceRecord, SloReport
+
+    report = SloReport(scenario_id="BCAP_X", marker="x", env="local", profile="staging", timestamp="20261201T120000Z",
+                       executor="segments", instances=[
+                           InstanceRecord(index=1, segment="0/2:1/2", exit_code=99, requests=1200, request_rate=40.0),
+                           InstanceRecord(index=2, segment="1/2:2/2", exit_code=None, problem="instance 2/2 (segment 1/2:2/2) lost: gone"),
+                       ])
+    page = render_html(report)
+    assert "<h2>Load generators</h2>" in page and "segments, 2 instances" in page
+    assert 'style="width:120.0px"></span> 40.0/s' in page and "instance 2/2 (segment 1/2:2/2) lost: gone" in page
+    assert report.instances_line() == "segments: 2 instances: 1 [0/2:1/2] exit 99, 2 [1/2:2/2] exit none"
+    single = SloReport(scenario_id="BCAP_X", marker="x", env="local", profile="staging", timestamp="t")
+    assert single.instances_line() == "local: 1 instance" and "<h2>Load generators</h2>" not in render_html(single)

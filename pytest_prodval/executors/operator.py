@@ -205,6 +205,7 @@ class _RunState:
             write_atomic(paths.log, self.logs.get(index, ""))
             pod = self.pods.get(index)
             exit_code, lost = _exit_of(pod)
+            began, finished = _times_of(pod)
             if self.failure:
                 lost = self.failure
             elif self.interrupted:
@@ -215,7 +216,7 @@ class _RunState:
                 lost = f"files of more than one pod ({', '.join(self.twice[index])}): the runner ran twice"
             k6 = K6Result(exit_code, ended - started, interrupted=self.interrupted, log_tail=log_tail(paths.log))
             results.append(InstanceResult(index, self.count, segment(index, self.count) if self.count > 1 else None,
-                                          paths, k6, started_at=started, ended_at=ended, lost=lost))
+                                          paths, k6, started_at=began or started, ended_at=finished or ended, lost=lost))
         return results
 
 
@@ -228,3 +229,18 @@ def _exit_of(pod: dict[str, Any] | None) -> tuple[int | None, str | None]:
         if terminated is not None:
             return int(terminated.get("exitCode", -1)), None
     return None, f"pod {pod['metadata']['name']} has no terminated k6 container (phase {pod.get('status', {}).get('phase')})"
+
+
+def _times_of(pod: dict[str, Any] | None) -> tuple[float | None, float | None]:
+    """When the runner's k6 container started and finished (epoch s), from its terminated state."""
+    from datetime import datetime
+
+    for status in (pod or {}).get("status", {}).get("containerStatuses", []):
+        terminated = status.get("state", {}).get("terminated") or {}
+        times = [terminated.get(key) for key in ("startedAt", "finishedAt")]
+        try:
+            parsed = [datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp() if t else None for t in times]
+        except ValueError:
+            return None, None
+        return parsed[0], parsed[1]
+    return None, None

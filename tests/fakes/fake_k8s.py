@@ -80,6 +80,11 @@ def _set_stage(ns: str, run: str, stage: str) -> None:
     os.replace(tmp, path)
 
 
+def _now() -> str:
+    """A Kubernetes timestamp (RFC 3339, seconds)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
 def _fail(message: str, code: int = 1) -> int:
     print(f"error: {message}", file=sys.stderr)
     return code
@@ -305,6 +310,7 @@ def operate(ns: str, run: str) -> int:
             log_file.parent.mkdir(parents=True, exist_ok=True)
             with log_file.open("ab") as log:
                 procs[i] = spawn(local, env=local_env, cwd=test_dir, stdout=log, stderr=subprocess.STDOUT)
+            pod["status"]["startTime"] = _now()
     except RuntimeError as exc:
         print(exc, flush=True)
         _set_stage(ns, run, "error")
@@ -340,7 +346,8 @@ def operate(ns: str, run: str) -> int:
             (STATE / "logs" / ns / f"{pod['metadata']['name']}.log").unlink(missing_ok=True)
             continue
         pod["status"] = {"phase": "Succeeded" if code == 0 else "Failed", "containerStatuses": [
-            {"name": "k6", "state": {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error"}}}]}
+            {"name": "k6", "state": {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
+                                                    "startedAt": pod["status"]["startTime"], "finishedAt": _now()}}}]}
         _save(ns, pod)
     _set_stage(ns, run, "finished")
     return 0
