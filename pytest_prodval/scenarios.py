@@ -336,6 +336,12 @@ class ExecutorConfig(_Strict):
     startup_timeout_s: float = Field(default=300.0, gt=0)  # image pulls, scheduling, the initializer
     collector_image: str = "busybox:1.36"  # the pod that reads the results volume back
     kubectl: str = "kubectl"
+    # The pods see only what the run gives them: PRODVAL_CONFIG and the target's URLs (BASE_URL,
+    # WS_URL, PRODVAL_*_URL) in the archive, the pool password and bypass token in the Secret.
+    # A script that reads more names them: values from this environment, into the archive
+    # (`forward_env`, visible in the ConfigMap) or into the Secret (`forward_secrets`).
+    forward_env: list[str] = Field(default_factory=list)
+    forward_secrets: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _one_way_to_count(self) -> ExecutorConfig:

@@ -3,10 +3,13 @@ against the fake kubectl + operator (tests/fakes/fake_k8s.py) with real k6 runne
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import signal
 import sys
+import tarfile
 import threading
 import time
 from pathlib import Path
@@ -190,9 +193,11 @@ def test_ctrl_c_during_a_testrun_deletes_everything_it_created(tmp_path: Path, f
     k6 = find_k6("k6")
     assert k6 is not None
     paths = RunPaths.create(tmp_path / "res", "IDLE", "local", "20261201T120000Z")
-    launch = Launch(scenario_id="IDLE", k6=k6, script=script, config={}, env={"PATH": os.environ["PATH"]},
+    env = {"PATH": os.environ["PATH"], "IDLE_KNOB": "forwarded", "IDLE_OTHER": "stays here",
+           "LOADTEST_USER_POOL_PASSWORD": SECRET}
+    launch = Launch(scenario_id="IDLE", k6=k6, script=script, config={}, env=env,
                     secrets={"LOADTEST_USER_POOL_PASSWORD": SECRET}, paths=paths, count=2, timeout_s=60)
-    config = ExecutorConfig(kind="k6-operator", namespace="load", context="kind-prodval")
+    config = ExecutorConfig(kind="k6-operator", namespace="load", context="kind-prodval", forward_env=["IDLE_KNOB"])
     main = threading.get_ident()
 
     def interrupt_once_started() -> None:  # Ctrl-C (SIGTERM becomes the same KeyboardInterrupt) mid-run
@@ -209,6 +214,15 @@ def test_ctrl_c_during_a_testrun_deletes_everything_it_created(tmp_path: Path, f
     assert [i.k6.interrupted for i in instances] == [True, True]
     assert all("interrupted" in (i.problem() or "") for i in instances)
     assert remaining(fake_kubectl) == []  # the TestRun, its pods, ConfigMap, Secret and volume
+    # The archive holds the config and what the environment forwards, never a secret nor the rest of this environment
+    archive = base64.b64decode(given(fake_kubectl)["ConfigMap"]["binaryData"]["archive.tar"])
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        member = tar.extractfile("metadata.json")
+        assert member is not None
+        archived = json.loads(member.read())["env"]
+    assert archived == {"IDLE_KNOB": "forwarded", "PRODVAL_CONFIG": "{}",
+                        "LOADTEST_USER_POOL_PASSWORD": "prodval-archive-placeholder-not-a-password"}
+    assert SECRET.encode() not in archive
     pid = int(next(fake_kubectl.glob("operator-*.pid")).read_text())
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():

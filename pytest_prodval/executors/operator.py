@@ -49,14 +49,16 @@ class Kubectl:
         self.base = [binary, *(["--context", config.context] if config.context else []), "--namespace", config.namespace]
         self.redact = redact
 
-    def __call__(self, *args: str, stdin: bytes | None = None, check: bool = True) -> str:
+    def __call__(self, *args: str, stdin: bytes | None = None, check: bool = True,
+                 timeout_s: float = KUBECTL_TIMEOUT_S) -> str:
         """Run `kubectl ARGS`; its stdout, or OperatorError with its (redacted) stderr."""
         try:
-            done = subprocess.run([*self.base, *args], input=stdin, capture_output=True, timeout=KUBECTL_TIMEOUT_S)
+            done = subprocess.run([*self.base, *args], input=stdin, capture_output=True, timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            raise OperatorError(f"kubectl {' '.join(args[:2])} did not answer within {KUBECTL_TIMEOUT_S:.0f} s") from None
+            raise OperatorError(f"kubectl {' '.join(args[:2])} did not answer within {timeout_s:.0f} s") from None
         if check and done.returncode != 0:
-            why = self.redact(done.stderr.decode(errors="replace").strip().splitlines()[-1:][0] if done.stderr.strip() else "")
+            lines = done.stderr.decode(errors="replace").strip().splitlines()
+            why = self.redact(lines[-1]) if lines else "no message"
             raise OperatorError(f"kubectl {' '.join(args[:2])} failed (exit {done.returncode}): {why}")
         return done.stdout.decode(errors="replace")
 
@@ -73,11 +75,20 @@ class Kubectl:
             pass
 
 
-def archive(launch: Launch, folder: Path) -> bytes:
-    """`k6 archive` of the script with the final PRODVAL_CONFIG; the password is a placeholder the runner's Secret overrides."""
+# What every script may read from the plugin, put into the archive (never a secret).
+ARCHIVED_VARS = ("BASE_URL", "WS_URL", "PRODVAL_BASE_URL", "PRODVAL_WS_URL")
+
+
+def archive(launch: Launch, folder: Path, forward_env: list[str]) -> bytes:
+    """`k6 archive` of the script with the final PRODVAL_CONFIG, the target's URLs and the `forward_env`
+    variables; the password is a placeholder the runner's Secret overrides."""
     out = folder / manifests.ARCHIVE_FILE
-    argv = [launch.k6, "archive", "--quiet", "-O", str(out), "-e", f"PRODVAL_CONFIG={json.dumps(launch.config)}",
-            "-e", f"LOADTEST_USER_POOL_PASSWORD={facts.ARCHIVE_PASSWORD_PLACEHOLDER}", str(launch.script)]
+    variables = {name: launch.env[name] for name in (*ARCHIVED_VARS, *forward_env)
+                 if name in launch.env and name not in launch.secrets}
+    variables["PRODVAL_CONFIG"] = json.dumps(launch.config)
+    variables["LOADTEST_USER_POOL_PASSWORD"] = facts.ARCHIVE_PASSWORD_PLACEHOLDER
+    argv = [launch.k6, "archive", "--quiet", "-O", str(out),
+            *(arg for name, value in variables.items() for arg in ("-e", f"{name}={value}")), str(launch.script)]
     done = subprocess.run(argv, cwd=launch.script.parent, capture_output=True, timeout=120,
                           env={k: v for k, v in launch.env.items() if k not in launch.secrets})
     if done.returncode != 0:
@@ -109,9 +120,13 @@ class OperatorExecutor:
 
     def _run(self, launch: Launch, kubectl: Kubectl, run: str, tmp: Path, cleanup: ExitStack, state: _RunState) -> None:
         namespace = self.config.namespace
+        missing = [name for name in (*self.config.forward_env, *self.config.forward_secrets) if name not in launch.env]
+        if missing:
+            raise OperatorError(f"[ENV.executor] forwards {', '.join(missing)}, which this environment does not set")
+        secrets = {**launch.secrets, **{name: launch.env[name] for name in self.config.forward_secrets}}
         objects = [
-            manifests.configmap(run, namespace, archive(launch, tmp)),
-            manifests.secret(run, namespace, launch.secrets),
+            manifests.configmap(run, namespace, archive(launch, tmp, self.config.forward_env)),
+            manifests.secret(run, namespace, secrets),
             manifests.results_claim(run, namespace, self.config),
             manifests.testrun(run, namespace, self.config, launch.count, summary_export=launch.summary_export),
         ]
@@ -129,7 +144,9 @@ class OperatorExecutor:
         if self.config.cleanup:
             cleanup.callback(kubectl.delete, "pod", collector["metadata"]["name"])
         kubectl.create(collector)
-        kubectl("wait", "--for=condition=Ready", f"pod/{collector['metadata']['name']}", f"--timeout={self.config.startup_timeout_s:.0f}s")
+        wait_s = self.config.startup_timeout_s
+        kubectl("wait", "--for=condition=Ready", f"pod/{collector['metadata']['name']}", f"--timeout={wait_s:.0f}s",
+                timeout_s=wait_s + KUBECTL_TIMEOUT_S)
         copied = tmp / "results"
         kubectl("cp", f"{namespace}/{collector['metadata']['name']}:{manifests.MOUNT}", str(copied))
         state.collect(copied, launch, run)

@@ -74,7 +74,9 @@ class SegmentsExecutor:
                     for i, port in enumerate(ports):
                         resume(f"127.0.0.1:{port}")
                         started[i] = time.time()
-                    on_tick = launch.progress(ports[0]) if launch.progress else None
+                    # The progress line reads one REST API: with several instances it shows only the time
+                    # (one instance's VUs and requests would read as the run's).
+                    on_tick = launch.progress(ports[0] if count == 1 else None) if launch.progress else None
                     ended = supervise(procs, timeout_s=launch.timeout_s, on_tick=on_tick)
                 else:  # an instance died or never got ready: the others must not run a partial test
                     for proc in procs:
