@@ -64,3 +64,34 @@ def test_html_and_junit_say_how_many_instances_ran_with_their_rates() -> None:
     assert report.instances_line() == "segments: 2 instances: 1 [0/2:1/2] exit 99, 2 [1/2:2/2] exit none"
     single = SloReport(scenario_id="BCAP_X", marker="x", env="local", profile="staging", timestamp="t")
     assert single.instances_line() == "local: 1 instance" and "<h2>Load generators</h2>" not in render_html(single)
+
+
+def test_segments_start_no_instance_unless_all_are_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Instance 2's REST API port is taken (k6 exits 106): instance 1 is never resumed, so no partial
+    test runs; both are problems naming the instance."""
+    import os
+    import socket
+
+    from pytest_prodval import processes
+    from pytest_prodval.artifacts import RunPaths
+    from pytest_prodval.executors import Launch, executor_for
+    from pytest_prodval.k6run import find_k6
+    from pytest_prodval.scenarios import ExecutorConfig
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    ports = iter([processes.free_loopback_port(), taken.getsockname()[1]])
+    monkeypatch.setattr(processes, "free_loopback_port", lambda: next(ports))
+    script = tmp_path / "idle.js"
+    script.write_text("export const options = { vus: 2, duration: '20s' };\nexport default function () {}\n")
+    k6 = find_k6("k6")
+    assert k6 is not None
+    launch = Launch(scenario_id="IDLE", k6=k6, script=script, config={}, env={"PATH": os.environ["PATH"]}, secrets={},
+                    paths=RunPaths.create(tmp_path, "IDLE", "local", "20261201T120000Z"), count=2, timeout_s=60)
+    try:
+        first, second = executor_for(ExecutorConfig(kind="segments", parallelism=2)).run(launch)
+    finally:
+        taken.close()
+    assert second.k6.exit_code == 106 and "instance 2/2 (segment 1/2:2/2): k6 exited with code 106" in (second.problem() or "")
+    assert first.started_at is None and "instance 1/2 (segment 0/2:1/2)" in (first.problem() or "")

@@ -180,8 +180,11 @@ def test_operator_runs_judged_once_lost_and_failed_pods_are_errors_and_nothing_i
     faulty_cases = [c for c in cases if "BCAP_SMOKE_FAULTS" in (c.get("classname") or "")]
     assert faulty_cases and all(c.find("error") is not None for c in faulty_cases)
     assert "instances=k6-operator: 3 instances: 1 [0/3:1/3] exit" in "".join(c.findtext("system-out") or "" for c in cases)
-    result.stdout.fnmatch_lines(["*load generators: k6-operator: 3 instances: 1 [[]0/3:1/3] exit *, 2 [[]1/3:2/3] exit none, "
-                                 "3 [[]2/3:3/3] exit 105*"])
+    line = "*load generators: k6-operator: 3 instances: 1 [[]0/3:1/3] exit *, 2 [[]1/3:2/3] exit none, 3 [[]2/3:3/3] exit 105*"
+    result.stdout.fnmatch_lines([line, "*go/no-go over*", line])  # the run's summary and the folder's decision
+    decision = json.loads((results / "go_no_go.json").read_text())
+    assert {s["scenario_id"]: s["instance_count"] for s in decision["scenarios"]} == {
+        "BCAP_SMOKE_4G_12P": 3, "BCAP_SMOKE_FAULTS": 3}
     # Everything it created is gone; the manifests were valid; the secret only ever in the Secret
     assert remaining(fake_kubectl) == []
     objects = given(fake_kubectl)
