@@ -115,7 +115,9 @@ def format_table(result: GoNoGo) -> list[str]:
         if s.instance_count > 1:
             lines.append(f"    load generators: {s.instances}")
         if not s.complete:
-            lines.append(f"    run incomplete, it cannot gate a release: {s.incomplete_reason or 'see its report'}")
+            # NO-GO although incomplete: k6 stopped a doomed run, the failure that stopped it is certain
+            lead = "run stopped early" if s.verdict == "NO-GO" else "run incomplete, it cannot gate a release"
+            lines.append(f"    {lead}: {s.incomplete_reason or 'see its report'}")
             errored = [c.name for c in s.failed if c.verdict == "error"]
             if errored:  # the reason above is theirs: name them, do not repeat it per criterion
                 lines.append(f"    ERROR {len(errored)} criteria: {', '.join(errored)}")

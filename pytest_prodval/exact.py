@@ -52,7 +52,7 @@ class RawFileError(ValueError):
     """A raw file that cannot be judged; the message names the file and the line."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity hash: looked up once per matching point
 class Query:
     """One (sub)metric to measure: `key` is its name in the result (as in k6's summary)."""
 
@@ -84,7 +84,7 @@ class _Acc:
 
     __slots__ = ("count", "total", "nonzero", "low", "high", "last_t", "last", "bins", "values", "picked")
 
-    def __init__(self) -> None:
+    def __init__(self, keeping: bool = True) -> None:
         self.count = 0
         self.total = 0.0
         self.nonzero = 0
@@ -92,8 +92,8 @@ class _Acc:
         self.high = -math.inf
         self.last_t = -math.inf
         self.last = 0.0
-        self.bins: dict[int, int] = {}
-        self.values: array[float] | None = array("d")
+        self.bins: dict[int, int] = {}  # the histogram, once values are no longer kept
+        self.values: array[float] | None = array("d") if keeping else None
         self.picked: dict[int, list[float]] = {}  # pass 2: bin → its values
 
     def add(self, value: float, t: float) -> None:
@@ -107,10 +107,19 @@ class _Acc:
             self.high = value
         if t >= self.last_t:
             self.last_t, self.last = t, value
-        b = _bin(value)
-        self.bins[b] = self.bins.get(b, 0) + 1
         if self.values is not None:
             self.values.append(value)
+        else:
+            b = _bin(value)
+            self.bins[b] = self.bins.get(b, 0) + 1
+
+    def to_histogram(self) -> None:
+        """Stop keeping values: the kept ones go into the histogram."""
+        if self.values is not None:
+            for value in self.values:
+                b = _bin(value)
+                self.bins[b] = self.bins.get(b, 0) + 1
+            self.values = None
 
     def ranks_needed(self, pcts: Iterable[float]) -> set[int]:
         ranks: set[int] = set()
@@ -174,6 +183,37 @@ class Measured:
     end_ms: float | None = None
 
 
+class _Plan:
+    """The queries of one metric, arranged so a point finds its own in a few dict look-ups:
+    no tag filter; one exact tag (by tag key, then value: `name:login`); anything else."""
+
+    __slots__ = ("plain", "by_tag", "other")
+
+    def __init__(self, queries: list[Query]) -> None:
+        self.plain: list[Query] = []
+        self.by_tag: dict[str, dict[str, list[Query]]] = {}
+        self.other: list[Query] = []
+        for q in queries:
+            if not q.tags:
+                self.plain.append(q)
+            elif len(q.tags) == 1 and not q.tags[0][1].endswith("*"):
+                key, value = q.tags[0]
+                self.by_tag.setdefault(key, {}).setdefault(value, []).append(q)
+            else:
+                self.other.append(q)
+
+    def matching(self, tags: dict[str, Any]) -> list[Query]:
+        found = list(self.plain)
+        for key, values in self.by_tag.items():
+            hit = values.get(tags.get(key))  # type: ignore[arg-type]
+            if hit:
+                found.extend(hit)
+        for q in self.other:
+            if _matches(tags, q.tags):
+                found.append(q)
+        return found
+
+
 @dataclass
 class _State:
     queries: dict[str, list[Query]]
@@ -183,15 +223,24 @@ class _State:
     bucket_accs: dict[tuple[Query, int], _Acc] = field(default_factory=dict)
     kinds: dict[str, tuple[str, str]] = field(default_factory=dict)
     thresholds: dict[str, list[str]] = field(default_factory=dict)
+    plans: dict[bytes, _Plan] = field(default_factory=dict)
+    defined_b: set[bytes] = field(default_factory=set)
+    time_cache: dict[bytes, float] = field(default_factory=dict)
+    keeping: bool = True
     kept: int = 0
     points: int = 0
     lines: int = 0
     start_ms: float = math.inf
     end_ms: float = -math.inf
 
+    def __post_init__(self) -> None:
+        self.plans = {name.encode(): _Plan(qs) for name, qs in self.queries.items()}
+
     def drop_values(self) -> None:
+        """Past the buffer: every accumulator keeps a histogram instead (two-pass method)."""
+        self.keeping = False
         for acc in (*self.accs.values(), *self.bucket_accs.values()):
-            acc.values = None
+            acc.to_histogram()
 
 
 def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
@@ -217,43 +266,49 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
 def _point(state: _State, line: bytes, path: Path, number: int, second_pass: Callable[[Query, _Acc, float, float], None]
            | None) -> None:
     end = line.find(b'"', 11)
-    name = line[11:end].decode()
-    wanted = state.queries.get(name)
+    name = line[11:end]
+    plan = state.plans.get(name)
     if second_pass is None:
         state.points += 1
-        if name not in state.kinds:
-            raise RawFileError(f"{path}:{number}: a point of {name!r} before its metric definition (not k6 output?)")
-    if wanted is None:
+        if name not in state.defined_b:
+            raise RawFileError(f"{path}:{number}: a point of {name.decode(errors='replace')!r} before its metric "
+                               "definition (not k6 output?)")
+    if plan is None:
         if not line.endswith(b"}"):
             raise RawFileError(f"{path}:{number}: not a k6 JSON record: {line[:80]!r}")
         return
     try:
         data = _loads(line)["data"]
-        t = parse_time_ms(data["time"])
+        t = parse_time_ms(data["time"], state.time_cache)
         value = float(data["value"])
         tags = data.get("tags") or {}
     except (ValueError, KeyError, TypeError) as exc:
         raise RawFileError(f"{path}:{number}: a corrupt k6 point ({exc}): {line[:80]!r}") from None
+    window = state.window
     if second_pass is None:
-        state.start_ms = min(state.start_ms, t)
-        state.end_ms = max(state.end_ms, t)
-    for q in wanted or ():
-        if q.tags and not _matches(tags, q.tags):
-            continue
-        if q.steady and state.window is not None and not state.window[0] <= t < state.window[1]:
+        if t < state.start_ms:
+            state.start_ms = t
+        if t > state.end_ms:
+            state.end_ms = t
+    for q in plan.matching(tags):
+        if q.steady and window is not None and not window[0] <= t < window[1]:
             continue
         if second_pass is not None:
             second_pass(q, state.accs[q], value, t)
             continue
-        acc = state.accs.setdefault(q, _Acc())
+        acc = state.accs.get(q)
+        if acc is None:
+            acc = state.accs[q] = _Acc(state.keeping)
         acc.add(value, t)
-        if q.bucket_ms and state.window is not None:
-            index = int((t - state.window[0]) // q.bucket_ms)
-            bucket = state.bucket_accs.setdefault((q, index), _Acc())
+        state.kept += 1
+        if q.bucket_ms and window is not None:
+            index = int((t - window[0]) // q.bucket_ms)
+            bucket = state.bucket_accs.get((q, index))
+            if bucket is None:
+                bucket = state.bucket_accs[(q, index)] = _Acc(state.keeping)
             bucket.add(value, t)
             state.kept += 1
-        state.kept += 1
-        if state.kept > state.buffer_values:
+        if state.keeping and state.kept > state.buffer_values:
             state.drop_values()
 
 
@@ -279,6 +334,7 @@ def _definition(state: _State, line: bytes, path: Path, number: int, defined: se
         raise RawFileError(f"{path}:{number}: metric {name!r} is defined a second time: two runs in one file? "
                            "Judge each run's file on its own")
     defined.add(name)
+    state.defined_b.add(str(name).encode())
     state.kinds.setdefault(name, (kind, contains))
     for expression in data.get("thresholds") or ():
         if expression not in state.thresholds.setdefault(name, []):
@@ -352,9 +408,8 @@ def measure(
     _scan(state, paths, None)
     wanted_pcts = sorted(set(pcts))
     all_accs = [*state.accs.values(), *state.bucket_accs.values()]
-    two_pass = any(acc.values is None for acc in all_accs)
+    two_pass = not state.keeping
     if two_pass:
-        state.drop_values()
         needed: dict[int, set[int]] = {}
         for acc in all_accs:
             needed[id(acc)] = acc.bins_of(acc.ranks_needed(wanted_pcts))
@@ -383,7 +438,7 @@ def measure(
                           "values": _values(kind, found, wanted_pcts, duration_s)}
     buckets: dict[str, list[dict[str, float] | None]] = {}
     for q in queries:
-        if q.bucket_ms and window is not None:
+        if q.bucket_ms and window is not None and q.key in metrics:
             n = max(1, math.ceil((window[1] - window[0]) / q.bucket_ms))
             kind = state.kinds.get(q.metric, ("trend", ""))[0]
             row: list[dict[str, float] | None] = []

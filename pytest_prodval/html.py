@@ -107,6 +107,7 @@ class Row:
     margin_good: bool | None
     baseline: str | None
     baseline_delta: str | None
+    coverage: str | None = None  # the plan's coverage rules, beside the value
 
 
 def render_html(report: SloReport, baseline: SloReport | None = None) -> str:
@@ -175,8 +176,16 @@ def _row(c: CriterionResult, baseline_from_report: float | None) -> Row:
         diff = c.observed - base
         sign = "+" if diff > 0 else "−" if diff < 0 else "±"
         delta = f"{sign}{_format_delta(abs(diff), c.unit)}"
+    coverage = None
+    if c.coverage is not None:
+        coverage = f"coverage {c.coverage:.0%} (min {c.coverage_min or 0:.0%})"
+        if c.worst_bucket is not None:
+            coverage += f" · worst {c.bucket_s or 0:g} s bucket {format_value(c.worst_bucket, c.unit)}"
+            if c.max_multiple_of_target is not None:
+                coverage += f" (max {c.max_multiple_of_target:g}×)"
     return Row(c=c, observed=format_value(c.observed, c.unit), threshold=_threshold_text(c), margin=text,
-               margin_good=good, baseline=format_value(base, c.unit) if base is not None else None, baseline_delta=delta)
+               margin_good=good, baseline=format_value(base, c.unit) if base is not None else None, baseline_delta=delta,
+               coverage=coverage)
 
 
 def _threshold_text(c: CriterionResult) -> str:

@@ -29,14 +29,20 @@ def judge(
 
     `run` (results.RunData) adds what the raw pass saw besides values: per-bucket values for
     the coverage rules, k6's summary for its own threshold verdicts, the metrics emitted.
+    In a run k6 stopped (`report.aborted`), the criteria that stopped it are judged on their
+    values; every other one carries the incomplete reason (an ERROR, never a silent pass).
     """
-    report.criteria = [
-        criteria_mod.evaluate(c, scenario_id=report.scenario_id, metrics=metrics, concurrency=concurrency,
-                              server=server, incomplete_reason=report.incomplete_reason,
-                              buckets=getattr(run, "buckets", None), summary=getattr(run, "summary", None),
-                              seen=getattr(run, "seen", None) if metrics is not None else None)
-        for c in criteria
-    ]
+    from .aborts import stopper_result
+
+    aborted = report.aborted
+    report.criteria = []
+    for c in criteria:
+        stopped_it = aborted is not None and c.name in aborted.criteria
+        result = criteria_mod.evaluate(c, scenario_id=report.scenario_id, metrics=metrics, concurrency=concurrency,
+                                       server=server, incomplete_reason=None if stopped_it else report.incomplete_reason,
+                                       buckets=getattr(run, "buckets", None), summary=getattr(run, "summary", None),
+                                       seen=getattr(run, "seen", None) if metrics is not None else None)
+        report.criteria.append(stopper_result(result, aborted) if stopped_it and aborted is not None else result)
     for pair in baseline_pairs(baseline, report.scenario_id):
         current = next((c for c in report.criteria if c.name == pair.name), None)
         if current is not None:

@@ -39,19 +39,25 @@ K6_EXIT_MEANINGS = {
 }
 
 
-def k6_thresholds(criteria: list[Criterion]) -> dict[str, list[str]]:
+def k6_thresholds(criteria: list[Criterion], time_scale: float = 1.0) -> dict[str, list[str | dict[str, Any]]]:
     """Thresholds that make k6 compute every (sub)metric the criteria read.
 
     k6 reports tagged submetrics only when a threshold names them. The expression is the
-    criterion's own, so k6's verdict (exit 99) agrees with ours, but we judge from values.
+    criterion's own, so k6's verdict (exit 99) agrees with ours, but we judge from values;
+    an `abort_on_fail` criterion's carries abortOnFail (aborts.py).
     """
-    thresholds: dict[str, list[str]] = {}
+    from .aborts import threshold
+
+    thresholds: dict[str, list[str | dict[str, Any]]] = {}
     for criterion in criteria:
         if criterion.metric.name in CONCURRENCY_METRICS or criterion.source != "k6":
             continue  # computed by the plugin from the raw output, or from the target's own metrics
         expressions = thresholds.setdefault(criterion.metric.k6_name, [])
-        if criterion.expression_text not in expressions:
-            expressions.append(criterion.expression_text)
+        entry = threshold(criterion, time_scale)
+        if criterion.expression_text in expressions:  # the same expression, now also aborting
+            expressions.remove(criterion.expression_text)
+        if not any(isinstance(e, dict) and e["threshold"] == criterion.expression_text for e in expressions):
+            expressions.append(entry)
         if criterion.samples_from is not None:
             # Denominators are rates; `rate>=0` always holds and makes k6 report the metric.
             thresholds.setdefault(criterion.samples_from.k6_name, ["rate>=0"])
@@ -109,7 +115,7 @@ def k6_config(
             "pingIntervalMs": companion.ping_interval_ms,
             "durationS": duration,
         },
-        "thresholds": k6_thresholds(criteria),
+        "thresholds": k6_thresholds(criteria, time_scale),
         "summaryTrendStats": facts.SUMMARY_TREND_STATS,
         "summaryPath": str(summary_path),
         "facts": facts.for_script(),
@@ -156,7 +162,8 @@ def find_k6(k6_bin: str) -> str | None:
 
 
 def k6_command(k6: str, script: Path, raw_path: Path, *, api_address: str = "", extra: Sequence[str] = ()) -> list[str]:
-    """The k6 command line: no usage report, raw points to `raw_path`, `extra` flags before the script.
+    """The k6 command line: no usage report, raw points to `raw_path`, then `extra` flags (outputs.py,
+    an executor's segment flags) before the script.
 
     The REST API (for the live progress line) listens only on a free loopback port, or not
     at all (`--address ""`): k6's default 6565 collides between parallel runs.
@@ -292,6 +299,7 @@ def k6_env(config: dict[str, Any], password: str | None, dashboard: Path, durati
 def run_scenario(session: ProdvalSession, scenario: Scenario, prepared: Prepared) -> RunOutcome:
     """Step 5: k6 for `scenario` against the prepared target (on the environment's executor), then
     judge every instance's results together once and write the artifacts."""
+    from .aborts import abort_record, k6_abort_message
     from .artifacts import RunPaths, timestamp, utc_now_iso, write_run_artifacts
     from .executors import Launch, executor_for
     from .preflight import PoolTooSmall, check_pool_size
@@ -326,12 +334,17 @@ def run_scenario(session: ProdvalSession, scenario: Scenario, prepared: Prepared
     env.update(PRODVAL_BASE_URL=target.base_url, PRODVAL_WS_URL=target.ws_url)
     env.setdefault("BASE_URL", target.base_url)
     env.setdefault("WS_URL", target.ws_url)
+    env.update(session.outputs.run_env())
+    report.testid = paths.stem if session.outputs else None
+    report.outputs = session.outputs.described(paths.stem)
     executor_config = session.environment.executor
     launch = Launch(
         scenario_id=scenario.id, k6=prepared.k6_path, script=wrapper, config=config, env=env,
         secrets={name: env[name] for name in SECRET_VARS if env.get(name)}, paths=paths,
         count=executor_config.instances(scenario.peak_vus), timeout_s=duration + config["gracefulRampDownS"] + 120,
         summary_export=not scenario.is_game,
+        extra_args=session.outputs.args(paths.stem, scenario_id=scenario.id, env_name=session.env_name),
+        output_env=session.outputs.run_env(),
         progress=lambda port: Progress(session.config, scenario, settings.time_scale, port), redact=session.redactor.redact,
     )
     report.executor = executor_config.kind
@@ -347,6 +360,13 @@ def run_scenario(session: ProdvalSession, scenario: Scenario, prepared: Prepared
     data = read_instances(instances, paths, report, scenario, criteria)
     for record in report.instances:
         record.problem = session.redactor.redact(record.problem) if record.problem else None
+    # A doomed run k6 stopped (abort_on_fail, aborts.py): any instance's abort stops its share, so the run is partial.
+    aborted = (k6_abort_message(i.paths.log) for i in instances if i.k6.exit_code == 99)
+    abort_message = next((message for message in aborted if message is not None), None)
+    if abort_message is not None:  # judged on its partial data; k6's own threshold verdicts say which
+        summary_metrics = (data.summary or {}).get("metrics")
+        report.aborted = abort_record(abort_message, criteria, summary_metrics, data.run_s, settings.time_scale)
+        data.problems.append(report.aborted.reason)
     from .server_criteria import bind
 
     server = bind(server_record, data.t0_ms, report.steady_window_s)

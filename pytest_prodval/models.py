@@ -66,6 +66,15 @@ class BypassRecord(BaseModel):
     verified_off: bool | None = None
 
 
+class AbortRecord(BaseModel):
+    """k6 stopped the run early: an abort_on_fail criterion crossed its threshold (aborts.py)."""
+
+    at_s: float | None = None  # k6's test run duration when it stopped
+    criteria: list[str] = Field(default_factory=list)  # the criteria whose thresholds stopped it
+    reason: str  # one line: when and why, for the report and every other criterion
+    k6_message: str = ""
+
+
 class SeriesPoint(BaseModel):
     """One time bucket of the run for charts (seconds since t0)."""
 
@@ -118,6 +127,9 @@ class SloReport(BaseModel):
     bypass: BypassRecord | None = None
     executor: str = "local"  # local, segments or k6-operator
     instances: list[InstanceRecord] = Field(default_factory=list)
+    aborted: AbortRecord | None = None  # k6 stopped the run on an abort_on_fail criterion
+    testid: str | None = None  # the k6 tag on every sample sent to extra outputs
+    outputs: list[str] = Field(default_factory=list)  # extra k6 outputs, credentials masked
     criteria: list[CriterionResult] = Field(default_factory=list)
     series: list[SeriesPoint] = Field(default_factory=list)
     artifacts: dict[str, str] = Field(default_factory=dict)  # kind -> file name in results dir
@@ -134,8 +146,14 @@ class SloReport(BaseModel):
         return f"{self.executor}: {count} instance{'s' if count > 1 else ''}: " + ", ".join(parts)
 
     def decide(self) -> RunVerdict:
-        """GO only if the run is complete and no gate criterion failed or errored."""
+        """GO only if the run is complete and no gate criterion failed or errored.
+
+        A run k6 stopped on a gate criterion that fails is NO-GO: that failure is certain,
+        however the other criteria would have ended.
+        """
         gate = [c for c in self.criteria if c.level == "gate" and c.verdict != "n/a"]
+        if self.aborted is not None and any(c.verdict == "fail" and c.name in self.aborted.criteria for c in gate):
+            return "NO-GO"
         if not self.complete or not gate or any(c.verdict == "error" for c in gate):
             return "ERROR"
         return "NO-GO" if any(c.verdict == "fail" for c in gate) else "GO"

@@ -227,4 +227,9 @@ class XdistHooks:
 def pytest_report_header(config: pytest.Config) -> list[str]:
     """The settings and where each came from."""
     settings = config.stash.get(_SETTINGS_KEY, None)
-    return settings.header_lines() if settings is not None else []
+    lines = settings.header_lines() if settings is not None else []
+    session = config.stash.get(SESSION_KEY, None)
+    if session is not None and session.outputs:
+        lines.append(f"prodval: extra k6 outputs: {', '.join(session.outputs.described())} "
+                     "(samples tagged testid, scenario_id, env)")
+    return lines

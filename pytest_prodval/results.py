@@ -36,6 +36,7 @@ class RunData:
     script_thresholds: dict[str, list[str]] = field(default_factory=dict)  # from the raw metric definitions
     seen: set[str] = field(default_factory=set)  # every metric the run emitted
     from_summary: list[str] = field(default_factory=list)  # keys taken from k6's summary (no raw points)
+    run_s: float | None = None  # k6's test run duration (summary state), e.g. when it stopped early
     problems: list[str] = field(default_factory=list)
 
 
@@ -127,6 +128,8 @@ def read_run(paths: RunPaths, report: SloReport, scenario: Scenario, criteria: S
     data, t0 = measure_raw(raws, metric_keys(criteria), t0_ms=t0, steady_s=report.steady_window_s,
                            buckets=coverage_buckets(scenario, criteria), pcts=percentiles_of(criteria))
     data.summary, data.t0_ms = summary, t0
+    duration_ms = ((summary or {}).get("state") or {}).get("testRunDurationMs")
+    data.run_s = float(duration_ms) / 1000 if isinstance(duration_ms, (int, float)) else None
     fill_from_summary(data, summary)
     if k6_problem:
         data.problems.insert(0, k6_problem)

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .expressions import Expression, ExpressionError, MetricRef, parse_expression, parse_metric
+from .outputs import check_env_key, parse_output
 
 ENVIRONMENTS_FILE = "_environments.toml"
 CRITERIA_FILE = "_criteria.toml"  # the game catalogue (the plan's scenarios)
@@ -164,7 +165,31 @@ class CriterionSpec(_Strict):
     per: str | None = None  # rate: the denominator (count of metric / count of per over the window)
     absent_is_zero: bool = False  # a counter k6 never emitted counted 0 (k6 emits dropped_iterations only when > 0)
     scale: float = 1.0  # source "server": multiply the value (seconds -> ms: 1000)
+    # Stop a doomed run: k6 aborts when this criterion's threshold is crossed (abortOnFail),
+    # evaluated only after abort_delay (delayAbortEval, scaled by the time scale).
+    abort_on_fail: bool = False
+    abort_delay: str | None = None
     thresholds: dict[str, str] = Field(default_factory=dict)  # profile -> expression
+
+    @field_validator("abort_delay")
+    @classmethod
+    def _valid_delay(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    @model_validator(mode="after")
+    def _abort_k6_can_judge(self) -> CriterionSpec:
+        if self.abort_delay is not None and not self.abort_on_fail:
+            raise ValueError("abort_delay needs abort_on_fail = true")
+        if not self.abort_on_fail:
+            return self
+        if self.source != "k6" or parse_metric(self.metric).name in CONCURRENCY_METRICS:
+            raise ValueError("abort_on_fail works only for criteria k6 evaluates itself (source k6, not the plugin's "
+                             "concurrency or the target's metrics)")
+        if self.level != "gate":
+            raise ValueError("abort_on_fail needs level gate (a warning must not stop the run)")
+        return self
 
     @field_validator("metric", "samples_from", "per")
     @classmethod
@@ -193,6 +218,8 @@ class Criterion(_Strict):
     source: Literal["k6", "server"] = "k6"
     per: MetricRef | None = None
     scale: float = 1.0
+    abort_on_fail: bool = False
+    abort_delay: str | None = None
     not_applicable: str | None = None  # why this environment cannot judge it (the item is skipped)
     when: str = "always"
     absent_is_zero: bool = False
@@ -243,7 +270,7 @@ class Scenario(_Strict):
             raise ValueError("targets: the game scenarios need [targets] (games, players, players_per_game)")
         if self.steady_stage is not None and self.window is not None:
             raise ValueError("steady_stage and window both set: the steady window is one or the other")
-        if self.steady_stage is not None and not 0 <= self.steady_stage < len(self.stages):
+        if self.steady_stage is not None and (self.stages or self.is_game) and not 0 <= self.steady_stage < len(self.stages):
             raise ValueError(f"steady_stage={self.steady_stage} is not an index of stages (0..{len(self.stages) - 1})")
         return self
 
@@ -280,6 +307,10 @@ class Scenario(_Strict):
             return parse_duration(self.window.start), parse_duration(self.window.end)
         if self.steady_stage is None:
             return None
+        if not self.stages:  # a script's own stages, as k6 reads them (unscaled: the script owns its schedule)
+            from .scripts import stage_window
+
+            return stage_window(self, self.steady_stage)
         start = sum(stage.seconds for stage in self.stages[: self.steady_stage]) * time_scale
         return start, start + self.stages[self.steady_stage].seconds * time_scale
 
@@ -385,6 +416,25 @@ class Environment(_Strict):
     # Criteria whose source this target does not have: criterion name -> why (shown as skipped).
     not_applicable: dict[str, str] = Field(default_factory=dict)
     executor: ExecutorConfig = ExecutorConfig()
+    # Extra k6 outputs as k6 takes --out (outputs.py), and their K6_* settings, e.g.
+    # outputs = ["experimental-prometheus-rw"], output_env = {K6_PROMETHEUS_RW_SERVER_URL = "${PROM_RW_URL}"}.
+    outputs: list[str] = Field(default_factory=list)
+    output_env: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("outputs")
+    @classmethod
+    def _valid_outputs(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if "${" not in value:  # checked again once the variables are expanded
+                parse_output(value)
+        return values
+
+    @field_validator("output_env")
+    @classmethod
+    def _valid_output_env(cls, values: dict[str, str]) -> dict[str, str]:
+        for key in values:
+            check_env_key(key)
+        return values
 
 
 class Catalogue(BaseModel):
@@ -462,6 +512,8 @@ class Catalogue(BaseModel):
                     source=spec.source,
                     per=parse_metric(spec.per) if spec.per else None,
                     scale=spec.scale,
+                    abort_on_fail=spec.abort_on_fail,
+                    abort_delay=spec.abort_delay,
                     not_applicable=environment.not_applicable.get(name) if environment else None,
                     when=spec.when,
                     absent_is_zero=spec.absent_is_zero,
@@ -607,15 +659,25 @@ def load_catalogue(folder: Path) -> Catalogue:
 def resolve_environment(env: Environment, variables: Mapping[str, str] | None = None) -> Environment:
     """Expand variables in an environment's URLs; missing variables raise ScenarioFileError."""
     variables = os.environ if variables is None else variables
-    updates: dict[str, str | None] = {}
-    for field in ("base_url", "ws_url", "ai_service_url", "metrics_url", "prometheus_url"):
-        value = getattr(env, field)
-        if value is None:
-            continue
+
+    def expand(field: str, value: str) -> str:
         try:
-            updates[field] = expand_vars(value, variables).rstrip("/") or None
+            return expand_vars(value, variables)
         except KeyError as exc:
             raise ScenarioFileError(
                 f"environment {env.name!r}: {field} needs the variable {exc.args[0]} (e.g. export {exc.args[0]}=...)"
             ) from None
+
+    updates: dict[str, Any] = {}
+    for field in ("base_url", "ws_url", "ai_service_url", "metrics_url", "prometheus_url"):
+        value = getattr(env, field)
+        if value is not None:
+            updates[field] = expand(field, value).rstrip("/") or None
+    updates["outputs"] = [expand(f"outputs[{i}]", value) for i, value in enumerate(env.outputs)]
+    for i, value in enumerate(updates["outputs"]):
+        try:
+            parse_output(value)
+        except ValueError as exc:
+            raise ScenarioFileError(f"environment {env.name!r}: outputs[{i}]: {exc}") from None
+    updates["output_env"] = {key: expand(f"output_env.{key}", value) for key, value in env.output_env.items()}
     return env.model_copy(update=updates)

@@ -86,6 +86,26 @@ def script_thresholds(options: dict[str, Any]) -> list[tuple[str, str]]:
     return pairs
 
 
+def stage_window(scenario: Scenario, index: int) -> tuple[float, float]:
+    """Offsets (s) of stage `index` of the script's own stages: `options.stages`, or the stages
+    of its one scenario that has them (plus that scenario's `startTime`)."""
+    from .scenarios import ScenarioFileError, parse_duration
+
+    options = inspect(scenario.script_path())
+    stages, start = options.get("stages"), 0.0
+    if not stages:
+        staged = [s for s in (options.get("scenarios") or {}).values() if isinstance(s, dict) and s.get("stages")]
+        if len(staged) != 1:
+            raise ScenarioFileError(f"{scenario.source}: steady_stage needs the script to have one set of stages "
+                                    f"(it has {len(staged)} scenarios with stages): use window = {{start, end}}")
+        stages, start = staged[0]["stages"], parse_duration(staged[0].get("startTime") or "0s")
+    if not 0 <= index < len(stages):
+        raise ScenarioFileError(f"{scenario.source}: steady_stage={index} is not an index of the script's "
+                                f"{len(stages)} stages")
+    offset = start + sum(parse_duration(str(s.get("duration") or "0s")) for s in stages[:index])
+    return offset, offset + parse_duration(str(stages[index].get("duration") or "0s"))
+
+
 def _unit(metric: str, aggregation: str) -> str:
     if aggregation == "rate" and not metric.startswith(("http_reqs", "iterations", "data_")):
         return "%"

@@ -25,6 +25,7 @@ from .facts import BYPASS_TOKEN_VAR
 from .items import CriterionItem, ScenarioFile
 from .judging import baseline_pairs, judge
 from .models import BypassRecord, SloReport
+from .outputs import K6Outputs
 from .scenarios import Catalogue, Criterion, Environment, Scenario
 from .secrets import Redactor
 from .settings import PoolSettings, Settings
@@ -62,6 +63,7 @@ class ProdvalSession:
                 self.baseline = load_report(settings.baseline)
             except ValueError as exc:
                 raise pytest.UsageError(f"--prodval-baseline: {exc}") from None
+        self.outputs = self._outputs()
         self._secrets_from_env()
 
     @property
@@ -74,6 +76,17 @@ class ProdvalSession:
         """A live run against a target (not a re-judge of earlier results)."""
         return self.environment is not None and self.settings.from_results is None
 
+    def _outputs(self) -> K6Outputs:
+        """The environment's extra k6 outputs plus `--prodval-out`'s (none when re-judging)."""
+        env = self.environment
+        if not self.live or env is None:
+            return K6Outputs(inherited={k: v for k, v in os.environ.items() if k.startswith("K6_")})
+        try:
+            return K6Outputs.of(env.outputs, self.settings.outputs, env.output_env,
+                                Path(self.config.invocation_params.dir), os.environ)
+        except ValueError as exc:
+            raise pytest.UsageError(f"extra k6 outputs (environment {env.name!r} outputs, --prodval-out): {exc}") from None
+
     def _secrets_from_env(self) -> None:
         """Every secret this session may see, known to the redactor before anything is written."""
         try:
@@ -82,6 +95,8 @@ class ProdvalSession:
             self.password = None
         for secret in (self.password, self.admin_token, os.environ.get(BYPASS_TOKEN_VAR),
                        os.environ.get(preflight.SEEDER_PASSWORD_VAR), os.environ.get(preflight.POOL_PASSWORD_VAR)):
+            self.redactor.add(secret)
+        for secret in self.outputs.secrets():  # credentials in output URLs and K6_* settings
             self.redactor.add(secret)
 
     # -- the steps, called by the fixtures (and on the xdist controller by sessionstart) ------

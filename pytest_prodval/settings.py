@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from pydantic import BaseModel, ConfigDict
 
+from .outputs import parse_output
+
 if TYPE_CHECKING:
     from .scenarios import Environment
 
@@ -105,6 +107,9 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption("--prodval-parallelism", metavar="N",
                     help="Number of k6 instances for segments / k6-operator (overrides parallelism and "
                          "vus_per_instance). Env var PRODVAL_PARALLELISM")
+    group.addoption("--prodval-out", action="append", default=[], metavar="VALUE",
+                    help="An extra k6 output as k6 takes --out (experimental-prometheus-rw, influxdb=URL, csv=PATH, ...); "
+                         "repeatable, added to the environment's outputs")
     group.addoption("--prodval-junit-properties", action="store_true", default=None,
                     help="Also write testcase <properties> in JUnit XML (not valid against strict junit-10.xsd)")
     parser.addini("prodval_env", "Default environment (see --prodval-env)")
@@ -220,6 +225,7 @@ class Settings(BaseModel):
     parallelism: int | None = None  # --prodval-parallelism / PRODVAL_PARALLELISM
     production_hosts: re.Pattern[str]
     short_env_option: bool
+    outputs: tuple[str, ...] = ()  # --prodval-out, after the environment's `outputs`
     pool: PoolSettings = PoolSettings()
     token_ttl_fallback_s: float | None = None  # LOADTEST_AUTH_TOKEN_TTL_S (plan §3.5)
     refresh_window_s: float = 60.0  # LOADTEST_AUTH_REFRESH_WINDOW_S
@@ -305,6 +311,11 @@ def load_settings(config: pytest.Config) -> Settings:
     except re.error as exc:
         raise pytest.UsageError(f"prodval_production_hosts: {hosts!r} is not a regular expression: {exc}") from None
     k6_bin, _ = _pick(config, opt.prodval_k6, "PRODVAL_K6", None)
+    for value in opt.prodval_out:
+        try:
+            parse_output(value)
+        except ValueError as exc:
+            raise pytest.UsageError(f"--prodval-out {exc}") from None
     env_vars = os.environ
     pattern = env_vars.get("RATE_LIMIT_BYPASS_USER_PATTERN") or PLAN_BYPASS_PATTERN
     try:
@@ -331,6 +342,7 @@ def load_settings(config: pytest.Config) -> Settings:
         parallelism=_parallelism(_pick(config, opt.prodval_parallelism, "PRODVAL_PARALLELISM", None)[0]),
         production_hosts=production_hosts,
         short_env_option=hasattr(opt, SHORT_ENV_DEST),
+        outputs=tuple(opt.prodval_out),
         pool=pool_from_env(env_vars),
         token_ttl_fallback_s=_env_number(env_vars, "LOADTEST_AUTH_TOKEN_TTL_S", None, above=True),
         refresh_window_s=float(_env_number(env_vars, "LOADTEST_AUTH_REFRESH_WINDOW_S", 60.0) or 0.0),

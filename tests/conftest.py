@@ -63,12 +63,14 @@ PROMETHEUS_INSTALL = "apt-get install -y --no-install-recommends prometheus"
 
 @contextmanager
 def prometheus_server(folder: Path, targets: Sequence[str], *, job: str, interval_s: float = 1.0,
-                      ready_timeout_s: float = 15.0, wait_scraped: bool = False) -> Iterator[str]:
+                      ready_timeout_s: float = 15.0, wait_scraped: bool = False,
+                      extra_args: Sequence[str] = ()) -> Iterator[str]:
     """A real Prometheus (Debian's binary) on a free 127.0.0.1 port scraping `targets` (host:port,
     path /metrics) as `job` every `interval_s`; config, tsdb and log in `folder`. Yields its URL once
     ready (with `wait_scraped`, once every target has been scraped up: Prometheus hands targets to its
-    scrape manager only ~5 s after start); stopped by its PID (process group) on exit. Missing binary:
-    `require_tool` (fail in CI, skip here)."""
+    scrape manager only ~5 s after start); stopped by its PID (process group) on exit. `extra_args`
+    go to Prometheus as given (e.g. `--web.enable-remote-write-receiver`); no targets, no scraping.
+    Missing binary: `require_tool` (fail in CI, skip here)."""
     import httpx
 
     from pytest_prodval.processes import free_loopback_port, spawn, stop
@@ -77,20 +79,21 @@ def prometheus_server(folder: Path, targets: Sequence[str], *, job: str, interva
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "prometheus.yml"
     listed = ", ".join(f"'{t}'" for t in targets)
-    config.write_text(
-        f"global: {{scrape_interval: {interval_s:g}s, evaluation_interval: {interval_s:g}s}}\n"
+    scrape = (
         "scrape_configs:\n"
         f"  - job_name: {job}\n"
         f"    scrape_interval: {interval_s:g}s\n    scrape_timeout: {interval_s:g}s\n"
         f"    static_configs: [{{targets: [{listed}]}}]\n"
-    )
+    ) if targets else ""
+    config.write_text(f"global: {{scrape_interval: {interval_s:g}s, evaluation_interval: {interval_s:g}s}}\n{scrape}")
     log_path = folder / "prometheus.log"
     for _attempt in range(3):  # the free port may be taken between choosing and binding
         port = free_loopback_port()
         url = f"http://127.0.0.1:{port}"
         with log_path.open("ab") as log:
             proc = spawn([binary, f"--config.file={config}", f"--storage.tsdb.path={folder / 'tsdb'}",
-                          f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"], stdout=log, stderr=log)
+                          f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn", *extra_args],
+                         stdout=log, stderr=log)
         try:
             deadline = time.monotonic() + ready_timeout_s
             ready = False

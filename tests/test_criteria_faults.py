@@ -2,10 +2,10 @@
 
 Each criterion is shown to PASS on a healthy run and to FAIL on a run in which a fault knob of
 the reference stack (docs/design.md §1, "Reference stack: details…") makes it misbehave. The
-knobs are combined so that seven smoke runs (10-25 s each) cover all 27 criteria:
+knobs are combined so that seven smoke runs (10-25 s each) cover all 29 criteria:
 
     run          knobs                                                     criteria that must fail
-    healthy      none                                                      none (all 27 pass; the healthy run is
+    healthy      none                                                      none (all 29 pass; the healthy run is
                                                                            tests/test_end_to_end.py's, not repeated)
     errors       5xx + contract violations + lost games, target 5 games    failed_requests_rate, true_error_rate,
                                                                            availability, contract_failures,
@@ -59,6 +59,8 @@ STRICT_LIMITS = {"user_rate_per_s": 0.5, "user_burst": 3}
 # Which run makes each catalogue criterion fail (see the module docstring).
 FAILS_IN: dict[str, str] = {
     "failed_requests_rate": "errors",
+    "games_target_held": "errors",
+    "players_target_held": "errors",
     "true_error_rate": "errors",
     "availability": "errors",
     "contract_failures": "errors",
@@ -202,15 +204,16 @@ def test_errors_contract_lost_games_and_unreachable_concurrency_fail(
         pytester, monkeypatch,
         # Most created games are lost (201, then 404): every creator meets one within its first creates.
         faults={"lost_game_rate": 0.8},
-        # Deterministic 5xx: the list route always answers 500 (the script still matchmakes through the lobby
-        # events, as against RingRift). A 5 % random 5xx over ~36 steady requests missed every one in 1 run of 6.
-        # Contract violations at 30 %: the chance that none of ~25 successful answers breaks is ~1e-4.
-        runtime_faults={"route_500": ["game_list"], "contract_violation_rate": 0.3},
+        # Deterministic faults (a 5 % random 5xx over ~36 steady requests missed every one in 1 run of 6):
+        # the list route always answers 500 (the script still matchmakes through the lobby events, as
+        # against RingRift) and the first 3 successful answers break the contract; games still form.
+        runtime_faults={"route_500": ["game_list"], "contract_violations": 3},
     )
     run.assert_outcomes({
         "failed_requests_rate": "failure", "true_error_rate": "failure", "availability": "failure",
         "contract_failures": "failure", "id_lifecycle_mismatches": "failure",
         "concurrent_games": "failure", "concurrent_players": "failure",
+        "games_target_held": "failure", "players_target_held": "failure",
         # 5xx, contract and lifecycle failures are not 401/429 noise.
         "http_401_rate": "passed", "http_429_rate": "passed",
     })
@@ -275,7 +278,9 @@ def test_short_token_ttl_and_slow_ai_fail_while_the_bypass_keeps_429_away(
     assert re.search(r"ai_move_latency_p99 p\(99\) 3,\d{3} ms >= 3,000 ms \(staging profile, [\d,]+ AI moves\)",
                      run.message("ai_move_latency_p99")), run.message("ai_move_latency_p99")
     # Fallbacks come from the server's own counters (ringrift_ai_requests_total{outcome="fallback"}).
-    assert run.criterion("ai_fallback_rate")["observed"] == 1.0 and run.criterion("ai_fallback_rate")["source"] == "server"
+    # Every AI request falls back; requests still in flight at the window's end are counted without
+    # their fallback yet (3.1 s each in a 7 s window), so the windowed share is at least about half.
+    assert run.criterion("ai_fallback_rate")["observed"] >= 0.5 and run.criterion("ai_fallback_rate")["source"] == "server"
     assert run.criterion("server_ai_latency_p95")["verdict"] == "warn"
     # Nothing but the environment told the TTL: the report says where the (wrong) value came from.
     assert run.report["token_ttl_s"] == 900 and run.report["token_ttl_source"] == "LOADTEST_AUTH_TOKEN_TTL_S"

@@ -25,13 +25,13 @@ def test_smoke_run_produces_every_artifact_docs_and_decision(pytester: pytest.Py
         "--env", "local", "-m", "smoke", "--prodval-results-dir", str(results), "--junitxml", "slo.xml",
         "--prodval-update-docs", timeout=240,
     )
-    result.assert_outcomes(passed=27)
+    result.assert_outcomes(passed=29)
     # The healthy half of the fault matrix (tests/test_criteria_faults.py): every criterion of
     # the catalogue is a JUnit testcase and passes on a healthy stack, warn-level ones included.
     catalogue = load_catalogue(pytester.path / "scenarios")
     names = [c.name for c in catalogue.criteria_for(catalogue.scenario("smoke"))]
     cases = {case.get("name"): case for case in ET.parse(pytester.path / "slo.xml").getroot().iter("testcase")}
-    assert sorted(cases) == sorted(names) and len(names) == 27
+    assert sorted(cases) == sorted(names) and len(names) == 29
     assert all(not list(case) or all(child.tag == "system-out" for child in case) for case in cases.values())
     result.stdout.fnmatch_lines([
         "prodval: BCAP_SMOKE_4G_12P */* s, * VUs, * requests, errors: *",  # live progress line

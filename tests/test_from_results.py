@@ -25,7 +25,7 @@ def test_every_criterion_passes_on_good_results(pytester: pytest.Pytester) -> No
     results = pytester.path / "results"
     write_run(results, BASELINE, metrics=passing_metrics("baseline"), games=20, players=60)
     result = _run(pytester, results)
-    result.assert_outcomes(passed=23)
+    result.assert_outcomes(passed=25)
     result.stdout.fnmatch_lines(["*prodval: production validation*", f"{BASELINE}: GO*", "prodval overall: GO"])
 
 
@@ -81,7 +81,7 @@ def test_junit_carries_values_in_system_out_and_validates_against_strict_schema(
     _run(pytester, results)
     root = ET.parse(pytester.path / "slo.xml").getroot()
     cases = {case.get("name"): case for case in root.iter("testcase")}
-    assert len(cases) == 23
+    assert len(cases) == 25
     failed = cases["failed_requests_rate"]
     assert failed.get("classname") == f"scenarios.baseline.toml.{BASELINE}"
     assert failed.find("failure") is not None

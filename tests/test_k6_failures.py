@@ -24,10 +24,10 @@ def test_script_exception_errors_every_item_with_k6s_message(pytester: pytest.Py
     results = pytester.path / "res"
     result = pytester.runpytest_subprocess("--env", "local", "-m", "smoke", "--prodval-results-dir", str(results),
                                            "--junitxml", "slo.xml")
-    result.assert_outcomes(errors=27)
+    result.assert_outcomes(errors=29)
     result.stdout.fnmatch_lines(["*run incomplete: k6 exited with code 107 (script exception)*scenario file points at a broken script*"])
     junit = (pytester.path / "slo.xml").read_text()
-    assert junit.count("<error ") == 27 and "<failure" not in junit
+    assert junit.count("<error ") == 29 and "<failure" not in junit
     report = next(p for p in results.glob("BCAP_SMOKE*_slo_report.json"))
     assert '"complete": false' in report.read_text()
 
@@ -41,6 +41,6 @@ def test_custom_preflight_hook_stops_the_run_before_k6(pytester: pytest.Pytester
     """)
     results = pytester.path / "res"
     result = pytester.runpytest_subprocess("--env", "local", "-m", "smoke", "--prodval-results-dir", str(results))
-    result.assert_outcomes(errors=27)
+    result.assert_outcomes(errors=29)
     result.stdout.fnmatch_lines(["*preflight (freeze) failed: the change freeze is on*", "*hint: wait for Monday*"])
     assert not list(results.glob("*.json.gz"))  # k6 never started

@@ -156,6 +156,9 @@ def test_latency_criteria_carry_the_coverage_rules(live: dict[str, Any]) -> None
     assert "coverage 100% of 4 1s-buckets" in c["message"]
     system_out = "".join(node.text or "" for node in live["cases"]["k6_http_p95"].iter("system-out"))
     assert "coverage=1" in system_out and "coverage_min=0.8" in system_out
+    html = (live["raw"].parent / live["report"]["artifacts"]["html"]).read_text()
+    assert "coverage 100% (min 80%) · worst 1 s bucket" in html
+    assert "k6: pass" in html  # the script thresholds: k6's verdict beside ours
 
 
 def _rejudge(live: dict[str, Any], path: Path, *args: str) -> dict[str, Any]:

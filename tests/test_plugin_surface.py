@@ -33,14 +33,14 @@ def test_one_item_per_scenario_and_criterion(pytester: pytest.Pytester) -> None:
     assert "scenarios/baseline.toml::BCAP_STAGING_BASELINE_20G_60P::http_401_rate" in out
     assert "scenarios/ai_heavy.toml::BCAP_SQ8_4P_AI_HEAVY_75G_300P::ai_fallback_rate" in out
     assert "BCAP_STAGING_BASELINE_20G_60P::ai_fallback_rate" not in out  # no AI seats, no AI criteria
-    result.stdout.fnmatch_lines(["77 tests collected*"])
+    result.stdout.fnmatch_lines(["83 tests collected*"])
 
 
 def test_marker_selects_one_scenario(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--collect-only", "-q", "--env", "local", "-m", "target_scale")
     out = result.stdout.str()
     assert "TARGET_100G_300P" in out and "BASELINE" not in out and "AI_HEAVY" not in out
-    result.stdout.fnmatch_lines(["27/77 tests collected (50 deselected)*"])
+    result.stdout.fnmatch_lines(["29/83 tests collected (54 deselected)*"])
 
 
 @pytest.mark.parametrize("name", ["http_401", "failed_requests_rate", "true_error_rate", "api_latency_p95", "ws_connect_p95"])
@@ -70,7 +70,7 @@ def test_conftest_that_defines_env_still_starts(pytester: pytest.Pytester) -> No
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*--env belongs to another plugin or conftest here; use --prodval-env*"])
     result = pytester.runpytest("--collect-only", "-q", "--prodval-env", "local", "--env", "dev")
-    result.stdout.fnmatch_lines(["78 tests collected*"])  # 77 criteria + the conftest user's own test
+    result.stdout.fnmatch_lines(["84 tests collected*"])  # 83 criteria + the conftest user's own test
 
 
 @pytest.mark.parametrize(

@@ -49,7 +49,7 @@ SECRET_BYPASS_TOKEN = "Byp4ss-T0ken-Secret-Value-789"  # sent as X-RateLimit-Byp
 WRONG_PASSWORD = "Wr0ng-Pool-Pass-Value-789"
 POOL_SIZE = 16  # smoke peaks at 9 player + 3 companion VUs
 SMOKE_ID = "BCAP_SMOKE_4G_12P"
-SMOKE_ITEMS = 27
+SMOKE_ITEMS = 29
 INTERRUPTED = 2  # pytest.ExitCode.INTERRUPTED
 
 TESTSTACK_ENV = """
@@ -331,7 +331,7 @@ def stack_env(stack: LocalStack, **extra: str) -> dict[str, str]:
 
 
 def outcomes(run: Run) -> dict[str, int]:
-    """pytest's final counts: {"passed": 27, ...}."""
+    """pytest's final counts: {"passed": 29, ...}."""
     line = [ln for ln in run.output.splitlines() if re.match(r"^=+ .* in [\d.]+s", ln)][-1]
     return {noun: int(n) for n, noun in re.findall(r"(\d+) (passed|failed|errors?|deselected|skipped)", line)}
 

@@ -16,7 +16,7 @@ the instances are judged together by `results.read_instances`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -119,6 +119,8 @@ class Launch:
     count: int  # instances
     timeout_s: float
     summary_export: bool = False  # a user's script: k6's --summary-export per instance (the game script has handleSummary)
+    extra_args: Sequence[str] = ()  # the same for every instance: extra outputs and their run tags (outputs.py)
+    output_env: Mapping[str, str] = field(default_factory=dict)  # their K6_* settings (in `env` too; may hold credentials)
     progress: Callable[[int | None], Callable[[float], None]] | None = None  # REST API port -> tick
     redact: Callable[[str], str] = field(default=lambda text: text)
 
@@ -126,9 +128,10 @@ class Launch:
         """The files of instance `index`."""
         return InstancePaths.of(self.paths, index, self.count)
 
-    def summary_flags(self, paths: InstancePaths) -> list[str]:
-        """`--summary-export` to the instance's summary for a user's script; none for the game script."""
-        return ["--summary-export", str(paths.summary)] if self.summary_export else []
+    def instance_flags(self, paths: InstancePaths) -> list[str]:
+        """Flags of a local instance after the plugin's own: extra outputs, then `--summary-export` to the
+        instance's summary for a user's script (the game script writes its own with handleSummary)."""
+        return [*self.extra_args, *(["--summary-export", str(paths.summary)] if self.summary_export else [])]
 
 
 class Executor(Protocol):

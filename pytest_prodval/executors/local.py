@@ -17,7 +17,7 @@ class LocalExecutor:
         paths = launch.instance_paths(1)
         port = processes.free_loopback_port()
         argv = k6_command(launch.k6, launch.script, paths.raw, api_address=f"127.0.0.1:{port}",
-                          extra=launch.summary_flags(paths))
+                          extra=launch.instance_flags(paths))
         started = time.time()
         result = run_k6(argv, env=launch.env, cwd=launch.script.parent, log_path=paths.log, timeout_s=launch.timeout_s,
                         on_tick=launch.progress(port) if launch.progress else None)

@@ -73,14 +73,15 @@ def results_claim(run: str, namespace: str, config: ExecutorConfig) -> dict[str,
             "spec": spec}
 
 
-def testrun(run: str, namespace: str, config: ExecutorConfig, parallelism: int, *, summary_export: bool = False) -> dict[str, Any]:
+def testrun(run: str, namespace: str, config: ExecutorConfig, parallelism: int, *, summary_export: bool = False,
+            extra_args: list[str] | None = None) -> dict[str, Any]:
     """The TestRun: fixed k6 flags in `arguments` (split on whitespace by the operator); the per-pod
     output paths in the runner's env (`K6_OUT`), where Kubernetes expands `$(PRODVAL_POD)`.
 
     Not `--out` in `arguments`: the initializer runs `k6 archive ... <arguments>` through `sh -c`
     without the runner's env, where `$(PRODVAL_POD)` would be a shell command substitution.
     """
-    arguments = ["--no-usage-report", "--no-color", "--log-format", "json"]
+    arguments = ["--no-usage-report", "--no-color", "--log-format", "json", *(extra_args or [])]
     runner: dict[str, Any] = {
         "image": config.image,
         "env": [

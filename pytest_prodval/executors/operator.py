@@ -123,12 +123,17 @@ class OperatorExecutor:
         missing = [name for name in (*self.config.forward_env, *self.config.forward_secrets) if name not in launch.env]
         if missing:
             raise OperatorError(f"[ENV.executor] forwards {', '.join(missing)}, which this environment does not set")
-        secrets = {**launch.secrets, **{name: launch.env[name] for name in self.config.forward_secrets}}
+        spaced = [arg for arg in launch.extra_args if any(c.isspace() for c in arg)]
+        if spaced:  # the operator splits spec.arguments on whitespace
+            raise OperatorError(f"extra k6 output arguments with whitespace cannot pass through a TestRun: {spaced}")
+        # Extra outputs' K6_* settings may hold credentials (a remote-write password): into the Secret too.
+        secrets = {**launch.secrets, **launch.output_env, **{name: launch.env[name] for name in self.config.forward_secrets}}
         objects = [
             manifests.configmap(run, namespace, archive(launch, tmp, self.config.forward_env)),
             manifests.secret(run, namespace, secrets),
             manifests.results_claim(run, namespace, self.config),
-            manifests.testrun(run, namespace, self.config, launch.count, summary_export=launch.summary_export),
+            manifests.testrun(run, namespace, self.config, launch.count, summary_export=launch.summary_export,
+                              extra_args=list(launch.extra_args)),
         ]
         write_atomic(launch.paths.folder / f"{launch.paths.stem}_k8s_manifests.json",
                      json.dumps([manifests.without_secrets(o) for o in objects], indent=2))

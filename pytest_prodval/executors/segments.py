@@ -60,7 +60,7 @@ class SegmentsExecutor:
                 paths = launch.instance_paths(index)
                 log: IO[bytes] = logs.enter_context(paths.log.open("ab"))
                 extra = ["--paused", "--tag", f"instance_id={index}", *segment_flags(index, count),
-                         *launch.summary_flags(paths)]
+                         *launch.instance_flags(paths)]
                 argv = k6_command(launch.k6, launch.script, paths.raw, api_address=f"127.0.0.1:{ports[index - 1]}",
                                   extra=extra)
                 # One summary file per instance; no web dashboard (each would show only its share).

@@ -118,8 +118,12 @@ class Api:
                 response = await handler(Call(request, name, body, user))
             except Invalid as exc:
                 return error(400, "VALIDATION_FAILED", str(exc))
-            if name in FAULTY_ROUTES and response.status_code < 300 and ApiFaults.roll(self.faults.contract_violation_rate):
-                response = _break_contract(response)
+            if name in FAULTY_ROUTES and response.status_code < 300:
+                if ApiFaults.roll(self.faults.contract_violation_rate):
+                    response = _break_contract(response)
+                elif self.faults.contract_violations > 0:
+                    self.faults.contract_violations -= 1
+                    response = _break_contract(response)
             if counted is not None:  # like RingRift's setRateLimitHeaders: only on counted requests
                 response.headers["X-RateLimit-Limit"] = str(counted.limit)
                 response.headers["X-RateLimit-Remaining"] = str(counted.remaining)

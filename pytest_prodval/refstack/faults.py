@@ -117,6 +117,7 @@ class ApiFaults(_Knobs):
     ws_latency_ms: int = 0
     error_5xx_rate: float = 0.0
     contract_violation_rate: float = 0.0
+    contract_violations: int = 0  # the next N successful player-route answers break the contract (deterministic)
     lost_game_rate: float = 0.0
     ai_timeout_ms: int = 1500
     route_500: list[str] = dataclasses.field(default_factory=list)
