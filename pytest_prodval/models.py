@@ -99,6 +99,9 @@ class InstanceRecord(BaseModel):
     requests: int | None = None  # http_reqs in its own summary
     request_rate: float | None = None  # its http_reqs per second (k6's own rate)
     problem: str | None = None  # why its share is unusable (the run is then incomplete)
+    # When its scenarios started (its `prodval_run_start` point, its own clock) after the first
+    # instance's: resume latency plus, on several machines, their clock skew.
+    start_offset_ms: float | None = None
     raw: str | None = None  # file names in the results folder
     summary: str | None = None
 

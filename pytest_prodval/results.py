@@ -164,6 +164,7 @@ def read_instances(instances: list[InstanceResult], paths: RunPaths, report: Slo
     from the data can never pass.
     """
     report.instances = [_record(instance) for instance in instances]
+    _start_offsets(instances, report.instances)
     problems = [p for p in (instance.problem() or _disagreement(instance) for instance in instances) if p]
     return read_run(paths, report, scenario, criteria, k6_problem="; ".join(problems) or None,
                     raws=[instance.paths.raw for instance in instances])
@@ -196,6 +197,27 @@ def _disagreement(instance: InstanceResult) -> str | None:
             return (f"{instance.name}: its raw output and its summary disagree: {key} {in_raw or 0:g} in "
                     f"{paths.raw.name}, {in_summary or 0:g} in {paths.summary.name}")
     return None
+
+
+def _start_offsets(instances: list[InstanceResult], records: list[InstanceRecord]) -> None:
+    """Each instance's run-start point after the earliest one's (ms), from the head of its raw file.
+
+    Segments here share one clock, so the spread is the resume latency; runner pods on several
+    nodes add their clock skew to it, which the merged time axis (window, concurrency) inherits.
+    """
+    from . import exact
+
+    if len(instances) < 2:
+        return
+    starts: list[float | None] = []
+    for instance in instances:
+        try:
+            starts.append(exact.run_start([instance.paths.raw])[0] if instance.paths.raw.exists() else None)
+        except (OSError, ValueError):
+            starts.append(None)
+    known = [t for t in starts if t is not None]
+    for record, start in zip(records, starts):
+        record.start_offset_ms = round(start - min(known), 3) if start is not None else None
 
 
 def _iso(epoch_s: float | None) -> str | None:

@@ -88,6 +88,8 @@ def test_four_segments_give_every_criterion_value_of_one_process(tmp_path: Path,
     assert [i.segment for i in split.instances] == ["0/4:1/4", "1/4:2/4", "2/4:3/4", "3/4:4/4"]
     assert all(i.exit_code in (0, 99) and i.problem is None for i in split.instances)
     assert sum(i.requests or 0 for i in split.instances) == 200 and all(i.requests == 50 for i in split.instances)
+    offsets = [i.start_offset_ms for i in split.instances]  # one clock here: the resume latency only
+    assert all(o is not None and 0 <= o < 2000 for o in offsets) and min(o or 0 for o in offsets) == 0
     values = {c.name: (c.observed, c.samples, c.verdict) for c in whole.criteria}
     assert len(values) == 14  # our 11 plus the script's 3 thresholds
     assert {c.name: (c.observed, c.samples, c.verdict) for c in split.criteria} == values
