@@ -365,6 +365,7 @@ class ExecutorConfig(_Strict):
     # ReadWriteOnce is enough when every runner lands on one node (kind); else ReadWriteMany.
     storage_access_mode: Literal["ReadWriteMany", "ReadWriteOnce"] = "ReadWriteMany"
     startup_timeout_s: float = Field(default=300.0, gt=0)  # image pulls, scheduling, the initializer
+    poll_s: float = Field(default=1.0, gt=0, le=60)  # how often the TestRun's stage is read
     collector_image: str = "busybox:1.36"  # the pod that reads the results volume back
     kubectl: str = "kubectl"
     # The pods see only what the run gives them: PRODVAL_CONFIG and the target's URLs (BASE_URL,

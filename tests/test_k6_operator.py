@@ -109,7 +109,8 @@ def operator_environment(scenarios: Path) -> None:
     """`local` (the embedded stack) with a k6-operator executor in the fake cluster."""
     text = (scenarios / "_environments.toml").read_text()
     (scenarios / "_environments.toml").write_text(text + '\n[local.executor]\nkind = "k6-operator"\nnamespace = "load"\n'
-                                                  'context = "kind-prodval"\nstorage_access_mode = "ReadWriteOnce"\n')
+                                                  'context = "kind-prodval"\nstorage_access_mode = "ReadWriteOnce"\n'
+                                                  'poll_s = 0.3\n')
 
 
 def created(state: Path, kind: str) -> list[dict[str, Any]]:
@@ -217,7 +218,8 @@ def test_ctrl_c_during_a_testrun_deletes_everything_it_created(tmp_path: Path, f
            "LOADTEST_USER_POOL_PASSWORD": SECRET}
     launch = Launch(scenario_id="IDLE", k6=k6, script=script, config={}, env=env,
                     secrets={"LOADTEST_USER_POOL_PASSWORD": SECRET}, paths=paths, count=2, timeout_s=60)
-    config = ExecutorConfig(kind="k6-operator", namespace="load", context="kind-prodval", forward_env=["IDLE_KNOB"])
+    config = ExecutorConfig(kind="k6-operator", namespace="load", context="kind-prodval", forward_env=["IDLE_KNOB"],
+                            poll_s=0.3)
     main = threading.get_ident()
 
     def interrupt_once_started() -> None:  # Ctrl-C (SIGTERM becomes the same KeyboardInterrupt) mid-run

@@ -31,7 +31,6 @@ from ..scenarios import ExecutorConfig
 from . import InstanceResult, Launch, manifests, segment
 
 KUBECTL_TIMEOUT_S = 60.0
-POLL_S = 1.0
 DONE_STAGES = {"finished", "error", "stopped"}
 
 
@@ -170,7 +169,7 @@ class OperatorExecutor:
                 begun = begun or time.monotonic()
                 if tick is not None:
                     tick(time.monotonic() - begun)
-            time.sleep(POLL_S)
+            time.sleep(self.config.poll_s)
         raise OperatorError(f"TestRun {run} did not finish within {self.config.startup_timeout_s + launch.timeout_s:.0f} s "
                             f"(last stage {stage or 'none'})")
 
