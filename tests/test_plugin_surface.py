@@ -107,9 +107,9 @@ def test_pool_smaller_than_peak_vus_is_a_usage_error(pytester: pytest.Pytester, 
     monkeypatch.setenv("LOADTEST_USER_POOL_SIZE", "100")
     result = pytester.runpytest("--env", "local", "-m", "target_scale")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*LOADTEST_USER_POOL_SIZE=100 is smaller than the 240 peak VUs of BCAP_SQ8_3P_TARGET_100G_300P: "
-                                 "set LOADTEST_USER_POOL_SIZE to at least 240 (plan §3.3 recommends ~1.33x peak: 320)"
-                                 " (220 players + 20 WebSocket companion VUs)"])
+    result.stderr.fnmatch_lines(["*LOADTEST_USER_POOL_SIZE=100 is smaller than the 270 peak VUs of BCAP_SQ8_3P_TARGET_100G_300P: "
+                                 "set LOADTEST_USER_POOL_SIZE to at least 270 (plan §3.3 recommends ~1.33x peak: 360)"
+                                 " (250 players + 20 WebSocket companion VUs)"])
 
 
 @pytest.mark.parametrize(
