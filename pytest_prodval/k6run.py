@@ -338,6 +338,8 @@ def run_scenario(session: ProdvalSession, scenario: Scenario, prepared: Prepared
     report.testid = paths.stem if session.outputs else None
     report.outputs = session.outputs.described(paths.stem)
     executor_config = session.environment.executor
+    for name in executor_config.forward_secrets:  # secrets a script reads, into the run's Secret: scrubbed like ours
+        session.redactor.add(env.get(name))
     launch = Launch(
         scenario_id=scenario.id, k6=prepared.k6_path, script=wrapper, config=config, env=env,
         secrets={name: env[name] for name in SECRET_VARS if env.get(name)}, paths=paths,

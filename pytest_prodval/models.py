@@ -104,6 +104,7 @@ class InstanceRecord(BaseModel):
     start_offset_ms: float | None = None
     raw: str | None = None  # file names in the results folder
     summary: str | None = None
+    log: str | None = None
 
 
 class SloReport(BaseModel):

@@ -240,4 +240,5 @@ def _record(instance: InstanceResult) -> InstanceRecord:
         problem=instance.problem(),
         raw=instance.paths.raw.name if instance.paths.raw.exists() else None,
         summary=instance.paths.summary.name if instance.paths.summary.exists() else None,
+        log=instance.paths.log.name if instance.paths.log.exists() else None,
     )

@@ -165,6 +165,8 @@ def test_operator_runs_judged_once_lost_and_failed_pods_are_errors_and_nothing_i
     assert steady_requests > max(i["requests"] for i in healthy["instances"]) / 2
     # The concurrency and time-series sweep read every runner's file: its requests are all of theirs
     assert set(healthy["concurrency"]) == {"games", "players"}
+    assert {f"{kind}_instance_{i}" for kind in ("raw", "summary", "k6_log") for i in (1, 2, 3)} | {"k8s_manifests"} <= set(
+        healthy["artifacts"])
     assert sum(p["requests"] for p in healthy["series"]) == sum(i["requests"] for i in healthy["instances"])
     # The faulty run: every criterion an ERROR naming both broken instances; exit 99 of the others is normal
     faulty = report_of(results, "BCAP_SMOKE_FAULTS")

@@ -134,7 +134,7 @@ class OperatorExecutor:
             manifests.testrun(run, namespace, self.config, launch.count, summary_export=launch.summary_export,
                               extra_args=list(launch.extra_args)),
         ]
-        write_atomic(launch.paths.folder / f"{launch.paths.stem}_k8s_manifests.json",
+        write_atomic(launch.paths.k8s_manifests,
                      json.dumps([manifests.without_secrets(o) for o in objects], indent=2))
         for manifest in objects:
             if self.config.cleanup:  # registered before it exists: an interrupted create is cleaned up too
