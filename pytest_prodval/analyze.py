@@ -43,6 +43,8 @@ class ScenarioVerdict(BaseModel):
     incomplete_reason: str | None = None
     failed: list[FailedCriterion] = Field(default_factory=list)
     report_file: str
+    instances: str = ""  # how many k6 instances ran, their segments and exit codes (SloReport.instances_line)
+    instance_count: int = 1
 
 
 class GoNoGo(BaseModel):
@@ -93,7 +95,8 @@ def _scenario(report: SloReport, file: Path) -> ScenarioVerdict:
     return ScenarioVerdict(scenario_id=report.scenario_id, env=report.env, profile=report.profile,
                            timestamp=report.timestamp, verdict=report.decide(), complete=report.complete,
                            incomplete_reason=report.incomplete_reason,
-                           failed=failed, report_file=file.name)
+                           failed=failed, report_file=file.name, instances=report.instances_line(),
+                           instance_count=max(1, len(report.instances)))
 
 
 def _overall(scenarios: list[ScenarioVerdict], problems: list[str]) -> RunVerdict:
@@ -109,6 +112,8 @@ def format_table(result: GoNoGo) -> list[str]:
              "  ".join("-" * w for w in widths)]
     for s, row in zip(result.scenarios, rows, strict=True):
         lines.append("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+        if s.instance_count > 1:
+            lines.append(f"    load generators: {s.instances}")
         if not s.complete:
             # NO-GO although incomplete: k6 stopped a doomed run, the failure that stopped it is certain
             lead = "run stopped early" if s.verdict == "NO-GO" else "run incomplete, it cannot gate a release"

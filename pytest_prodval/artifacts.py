@@ -86,6 +86,11 @@ class RunPaths:
         """The target's own metrics, scraped during the run."""
         return self.folder / f"{self.stem}_server_metrics.json"
 
+    @property
+    def k8s_manifests(self) -> Path:
+        """The Kubernetes objects a k6-operator run created (the Secret's keys only)."""
+        return self.folder / f"{self.stem}_k8s_manifests.json"
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -194,11 +199,21 @@ def write_run_artifacts(session: Any, scenario: Any, paths: RunPaths, report: Sl
         if path.exists()
     }
     report.artifacts["slo_report"] = paths.slo_report.name
+    if paths.k8s_manifests.exists():
+        report.artifacts["k8s_manifests"] = paths.k8s_manifests.name
+    instance_files: list[Path] = []
+    if len(report.instances) > 1:  # each instance's own files (one instance keeps the run's names)
+        for record in report.instances:
+            for kind, name in (("raw", record.raw), ("summary", record.summary), ("k6_log", record.log)):
+                if name:
+                    report.artifacts[f"{kind}_instance_{record.index}"] = name
+                    if kind != "raw":
+                        instance_files.append(paths.folder / name)
     companion = {c.name for c in report.criteria if c.name.startswith("ws_")}
     if scenario.websocket_companion.enabled:
         report.artifacts["websocket_report"] = paths.ws_report.name
         write_report(websocket_subset(report, companion), paths.ws_report)
-    for path in (paths.k6_log, paths.summary, paths.dashboard, paths.server_metrics):
+    for path in (paths.k6_log, paths.summary, paths.dashboard, paths.server_metrics, *instance_files):
         if path.exists():
             session.redactor.redact_file(path)
     try:

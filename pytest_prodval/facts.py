@@ -48,6 +48,10 @@ COUNTERS = [
 # The ±1 lifecycle counters the plugin sweeps for concurrency (docs/contract.md §6 step 5).
 CONCURRENCY_DELTAS = {"games": "games_active_delta", "players": "players_active_delta"}
 
+# `k6 archive` (k6-operator) runs the script's init code, which needs a pool password; the
+# archive gets this stand-in (never the secret) and each runner's Secret overrides it.
+ARCHIVE_PASSWORD_PLACEHOLDER = "prodval-archive-placeholder-not-a-password"
+
 
 def for_script() -> dict[str, Any]:
     """The `facts` object of PRODVAL_CONFIG."""
@@ -58,4 +62,5 @@ def for_script() -> dict[str, Any]:
         "errorClasses": ERROR_CLASSES,
         "counters": COUNTERS,
         "concurrencyDeltas": CONCURRENCY_DELTAS,
+        "archivePasswordPlaceholder": ARCHIVE_PASSWORD_PLACEHOLDER,
     }

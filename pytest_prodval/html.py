@@ -122,6 +122,7 @@ def render_html(report: SloReport, baseline: SloReport | None = None) -> str:
         r=report, baseline=baseline, rows=rows, counts=counts,
         has_baseline=any(row.baseline is not None for row in rows),
         charts=charts(report), concurrency=_concurrency_cards(report),
+        instance_rate_max=max((i.request_rate or 0.0 for i in report.instances), default=0.0),
     )
 
 

@@ -143,7 +143,7 @@ class CriterionItem(pytest.Function):
                 data["k6_verdict"] = result.k6_verdict
         if report is not None:
             data.update(k6_version=report.k6_version or "", env=report.env, run=report.timestamp,
-                        complete=str(report.complete).lower())
+                        complete=str(report.complete).lower(), instances=report.instances_line())
         if outcome is not None and outcome.error_kind:
             data["error_kind"] = outcome.error_kind
         return data

@@ -162,7 +162,8 @@ def find_k6(k6_bin: str) -> str | None:
 
 
 def k6_command(k6: str, script: Path, raw_path: Path, *, api_address: str = "", extra: Sequence[str] = ()) -> list[str]:
-    """The k6 command line: no usage report, raw points to `raw_path`, then `extra` (outputs.py).
+    """The k6 command line: no usage report, raw points to `raw_path`, then `extra` flags (outputs.py,
+    an executor's segment flags) before the script.
 
     The REST API (for the live progress line) listens only on a free loopback port, or not
     at all (`--address ""`): k6's default 6565 collides between parallel runs.
@@ -171,7 +172,7 @@ def k6_command(k6: str, script: Path, raw_path: Path, *, api_address: str = "", 
             "--log-format", "json", "--out", f"json={raw_path}", *extra, str(script)]
 
 
-def _log_tail(log_path: Path, lines: int = 20) -> list[str]:
+def log_tail(log_path: Path, lines: int = 20) -> list[str]:
     """The last error-ish messages of k6's JSON log, as plain text."""
     try:
         with log_path.open("rb") as handle:
@@ -195,6 +196,70 @@ def _log_tail(log_path: Path, lines: int = 20) -> list[str]:
     return tail
 
 
+@dataclass
+class Supervision:
+    """How waiting for a group of k6 processes ended."""
+
+    duration_s: float
+    interrupted: bool = False
+    timed_out: bool = False
+
+
+def supervise(
+    procs: Sequence[subprocess.Popen[bytes]],
+    *,
+    timeout_s: float,
+    on_tick: Callable[[float], None] | None = None,
+    tick_s: float = 5.0,
+) -> Supervision:
+    """Wait until every process in `procs` has exited, bounded by `timeout_s`.
+
+    Ctrl-C / SIGTERM (KeyboardInterrupt) and the time bound stop all of them with SIGINT, so
+    each still writes its summary; the caller writes artifacts, then re-raises. Any other
+    exception kills them and propagates.
+    """
+    started = time.monotonic()
+    outcome = Supervision(0.0)
+    try:
+        next_tick = started + tick_s
+        for proc in procs:
+            while True:
+                try:
+                    proc.wait(timeout=min(1.0, max(0.05, next_tick - time.monotonic())))
+                    break
+                except subprocess.TimeoutExpired:
+                    now = time.monotonic()
+                    if now - started > timeout_s:
+                        outcome.timed_out = True
+                        _stop_all(procs, grace_s=20, sig=signal.SIGINT)
+                        break
+                    if on_tick is not None and now >= next_tick:
+                        on_tick(now - started)
+                        next_tick = now + tick_s
+            if outcome.timed_out:
+                break
+    except KeyboardInterrupt:
+        outcome.interrupted = True
+        _stop_all(procs, grace_s=15, sig=signal.SIGINT)
+    except BaseException:
+        _stop_all(procs, grace_s=5, sig=signal.SIGKILL)
+        raise
+    outcome.duration_s = time.monotonic() - started
+    return outcome
+
+
+def _stop_all(procs: Sequence[subprocess.Popen[bytes]], *, grace_s: float, sig: int) -> None:
+    """Signal every process first, then wait for each (they stop in parallel, not one after another)."""
+    for proc in procs:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                pass
+    for proc in procs:
+        processes.stop(proc, grace_s=grace_s, sig=sig)
+
+
 def run_k6(
     argv: list[str],
     *,
@@ -205,40 +270,12 @@ def run_k6(
     on_tick: Callable[[float], None] | None = None,
     tick_s: float = 5.0,
 ) -> K6Result:
-    """Run k6 to completion, bounded by `timeout_s`.
-
-    Ctrl-C / SIGTERM (KeyboardInterrupt) stop k6 with SIGINT, so it still writes its summary,
-    and return a result marked interrupted: the caller writes artifacts, then re-raises.
-    """
-    started = time.monotonic()
+    """Run one k6 process to completion, bounded by `timeout_s` (see `supervise`)."""
     with log_path.open("ab") as log:
         proc = processes.spawn(argv, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
-        interrupted = timed_out = False
-        try:
-            next_tick = started + tick_s
-            while True:
-                try:
-                    proc.wait(timeout=min(1.0, max(0.05, next_tick - time.monotonic())))
-                    break
-                except subprocess.TimeoutExpired:
-                    now = time.monotonic()
-                    if now - started > timeout_s:
-                        timed_out = True
-                        processes.stop(proc, grace_s=20, sig=signal.SIGINT)
-                        break
-                    if on_tick is not None and now >= next_tick:
-                        on_tick(now - started)
-                        next_tick = now + tick_s
-        except KeyboardInterrupt:
-            interrupted = True
-            processes.stop(proc, grace_s=15, sig=signal.SIGINT)
-        except BaseException:
-            processes.stop(proc, grace_s=5, sig=signal.SIGKILL)
-            raise
-    return K6Result(
-        proc.returncode, time.monotonic() - started, interrupted=interrupted, timed_out=timed_out,
-        log_tail=_log_tail(log_path),
-    )
+        ended = supervise([proc], timeout_s=timeout_s, on_tick=on_tick, tick_s=tick_s)
+    return K6Result(proc.returncode, ended.duration_s, interrupted=ended.interrupted, timed_out=ended.timed_out,
+                    log_tail=log_tail(log_path))
 
 
 def k6_env(config: dict[str, Any], password: str | None, dashboard: Path, duration_s: float) -> dict[str, str]:
@@ -260,12 +297,14 @@ def k6_env(config: dict[str, Any], password: str | None, dashboard: Path, durati
 
 
 def run_scenario(session: ProdvalSession, scenario: Scenario, prepared: Prepared) -> RunOutcome:
-    """Step 5: k6 once for `scenario` against the prepared target, then judge and write artifacts."""
+    """Step 5: k6 for `scenario` against the prepared target (on the environment's executor), then
+    judge every instance's results together once and write the artifacts."""
     from .aborts import abort_record, k6_abort_message
     from .artifacts import RunPaths, timestamp, utc_now_iso, write_run_artifacts
+    from .executors import Launch, executor_for
     from .preflight import PoolTooSmall, check_pool_size
     from .progress import Progress
-    from .results import read_run
+    from .results import read_instances
     from .sharing import RunOutcome
 
     settings = session.settings
@@ -279,7 +318,7 @@ def run_scenario(session: ProdvalSession, scenario: Scenario, prepared: Prepared
     config = k6_config(scenario, criteria, prepared.target(), settings.pool, time_scale=settings.time_scale,
                        token_ttl_s=prepared.token_ttl_s, refresh_window_s=settings.refresh_window_s,
                        summary_path=paths.summary)
-    assert scenario.source is not None and prepared.k6_path is not None
+    assert scenario.source is not None and prepared.k6_path is not None and session.environment is not None
     from .scripts import inspect, write_wrapper
 
     script = scenario.script_path()
@@ -298,24 +337,36 @@ def run_scenario(session: ProdvalSession, scenario: Scenario, prepared: Prepared
     env.update(session.outputs.run_env())
     report.testid = paths.stem if session.outputs else None
     report.outputs = session.outputs.described(paths.stem)
-    api_port = processes.free_loopback_port()
-    argv = k6_command(prepared.k6_path, wrapper, paths.raw, api_address=f"127.0.0.1:{api_port}",
-                      extra=session.outputs.args(paths.stem, scenario_id=scenario.id, env_name=session.env_name))
-    if not scenario.is_game:
-        argv[-1:-1] = ["--summary-export", str(paths.summary)]
+    executor_config = session.environment.executor
+    for name in executor_config.forward_secrets:  # secrets a script reads, into the run's Secret: scrubbed like ours
+        session.redactor.add(env.get(name))
+    launch = Launch(
+        scenario_id=scenario.id, k6=prepared.k6_path, script=wrapper, config=config, env=env,
+        secrets={name: env[name] for name in SECRET_VARS if env.get(name)}, paths=paths,
+        count=executor_config.instances(scenario.peak_vus), timeout_s=duration + config["gracefulRampDownS"] + 120,
+        summary_export=not scenario.is_game,
+        extra_args=session.outputs.args(paths.stem, scenario_id=scenario.id, env_name=session.env_name),
+        output_env=session.outputs.run_env(),
+        progress=lambda port: Progress(session.config, scenario, settings.time_scale, port), redact=session.redactor.redact,
+    )
+    report.executor = executor_config.kind
     session.config.hook.pytest_prodval_before_k6(config=session.config, scenario=scenario, prepared=prepared, session=session)
     scraper = session.start_server_metrics(prepared, scenario)
     try:
-        result = run_k6(argv, env=env, cwd=script.parent, log_path=paths.k6_log, timeout_s=duration + config["gracefulRampDownS"] + 120,
-                        on_tick=Progress(session.config, scenario, settings.time_scale, api_port))
+        instances = executor_for(executor_config).run(launch)
     finally:
         server_record = session.stop_server_metrics(scraper, paths)
-    report.finished_at, report.k6_exit_code = utc_now_iso(), result.exit_code
+    report.finished_at = utc_now_iso()
+    report.k6_exit_code = _run_exit_code([i.k6.exit_code for i in instances])
     report.bypass = prepared.bypass
-    data = read_run(paths, report, scenario, criteria, k6_problem=result.problem())
-    abort_message = k6_abort_message(paths.k6_log) if result.exit_code == 99 else None
-    if abort_message is not None:  # a doomed run k6 stopped: judged on its partial data (aborts.py)
-        summary_metrics = (data.summary or {}).get("metrics")  # k6's own threshold verdicts say which
+    data = read_instances(instances, paths, report, scenario, criteria)
+    for record in report.instances:
+        record.problem = session.redactor.redact(record.problem) if record.problem else None
+    # A doomed run k6 stopped (abort_on_fail, aborts.py): any instance's abort stops its share, so the run is partial.
+    aborted = (k6_abort_message(i.paths.log) for i in instances if i.k6.exit_code == 99)
+    abort_message = next((message for message in aborted if message is not None), None)
+    if abort_message is not None:  # judged on its partial data; k6's own threshold verdicts say which
+        summary_metrics = (data.summary or {}).get("metrics")
         report.aborted = abort_record(abort_message, criteria, summary_metrics, data.run_s, settings.time_scale)
         data.problems.append(report.aborted.reason)
     from .server_criteria import bind
@@ -325,8 +376,22 @@ def run_scenario(session: ProdvalSession, scenario: Scenario, prepared: Prepared
     report.complete, report.incomplete_reason = reason is None, session.redactor.redact(reason) if reason else None
     session.judge(report, scenario, metrics=data.metrics, concurrency=report.concurrency, server=server, run=data)
     write_run_artifacts(session, scenario, paths, report)
-    if result.interrupted:
+    if any(i.k6.interrupted for i in instances):
         session.interrupted = "interrupted by signal during a k6 run"
     error = None if reason is None else f"{scenario.id}: run incomplete: {report.incomplete_reason}"
     return RunOutcome(scenario_id=scenario.id, report=report, report_path=str(paths.slo_report), error=error,
                       error_kind="k6" if error else None)
+
+
+# Variables of k6's environment that are secrets: a Kubernetes Secret carries them, never a manifest.
+SECRET_VARS = ("LOADTEST_USER_POOL_PASSWORD", "LOADTEST_USER_PASSWORD", facts.BYPASS_TOKEN_VAR)
+
+
+def _run_exit_code(codes: list[int | None]) -> int | None:
+    """The run's exit code: the one instance's; of several, the first that is not 0/99, else 99 if any, else 0."""
+    if len(codes) == 1:
+        return codes[0]
+    unusual = [c for c in codes if c not in K6_OK]
+    if unusual:
+        return unusual[0]
+    return 99 if 99 in codes else 0

@@ -102,6 +102,25 @@ class SeriesPoint(BaseModel):
     players: int | None = None
 
 
+class InstanceRecord(BaseModel):
+    """One k6 instance of a run (a process here, a runner pod on Kubernetes), as the report shows it."""
+
+    index: int  # 1-based (k6-operator's instance_id)
+    segment: str | None = None  # its execution segment, "0/4:1/4"; None when it ran alone
+    exit_code: int | None = None  # None: no exit seen (lost)
+    started_at: str | None = None
+    ended_at: str | None = None
+    requests: int | None = None  # http_reqs in its own summary
+    request_rate: float | None = None  # its http_reqs per second (k6's own rate)
+    problem: str | None = None  # why its share is unusable (the run is then incomplete)
+    # When its scenarios started (its `prodval_run_start` point, its own clock) after the first
+    # instance's: resume latency plus, on several machines, their clock skew.
+    start_offset_ms: float | None = None
+    raw: str | None = None  # file names in the results folder
+    summary: str | None = None
+    log: str | None = None
+
+
 class SloReport(BaseModel):
     """Everything known about one scenario run; written as `<ID>_<env>_<ts>_slo_report.json`."""
 
@@ -124,6 +143,8 @@ class SloReport(BaseModel):
     token_ttl_source: str | None = None
     concurrency: dict[str, ConcurrencyMeasurement] = Field(default_factory=dict)
     bypass: BypassRecord | None = None
+    executor: str = "local"  # local, segments or k6-operator
+    instances: list[InstanceRecord] = Field(default_factory=list)
     aborted: AbortRecord | None = None  # k6 stopped the run on an abort_on_fail criterion
     testid: str | None = None  # the k6 tag on every sample sent to extra outputs
     outputs: list[str] = Field(default_factory=list)  # extra k6 outputs, credentials masked
@@ -132,6 +153,15 @@ class SloReport(BaseModel):
     artifacts: dict[str, str] = Field(default_factory=dict)  # kind -> file name in results dir
     source_files: list[str] = Field(default_factory=list)  # re-judged from these k6 outputs
     verdict: RunVerdict = "ERROR"
+
+    def instances_line(self) -> str:
+        """How many k6 instances ran, their segments and exit codes, in one line (JUnit, terminal)."""
+        if not self.instances:
+            return f"{self.executor}: 1 instance"
+        parts = [f"{i.index} [{i.segment or 'all'}] exit {i.exit_code if i.exit_code is not None else 'none'}"
+                 for i in self.instances]
+        count = len(self.instances)
+        return f"{self.executor}: {count} instance{'s' if count > 1 else ''}: " + ", ".join(parts)
 
     def decide(self) -> RunVerdict:
         """GO only if the run is complete and no gate criterion failed or errored.

@@ -31,7 +31,7 @@ from .target import Prepared
 
 if TYPE_CHECKING:
     from .bypass import BypassController
-from .settings import add_options, add_short_env_option, load_settings, refuse_production
+from .settings import add_options, add_short_env_option, load_settings, refuse_production, with_executor_overrides
 
 _SETTINGS_KEY = pytest.StashKey[Any]()
 _SIGTERM_KEY = pytest.StashKey[Any]()
@@ -124,6 +124,8 @@ def pytest_configure(config: pytest.Config) -> None:
             refuse_production(environment, settings.production_hosts)
             if not environment.embedded:
                 _check_urls(environment)
+    if environment is not None:
+        environment = with_executor_overrides(environment, settings, settings.scenarios_dir / "_environments.toml")
     if settings.bypass and environment is not None and not environment.embedded and not settings.from_results:
         _require_bypass_switch(config, environment)
     session = ProdvalSession(config, settings, catalogue, environment)

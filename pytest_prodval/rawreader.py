@@ -29,7 +29,7 @@ import gzip
 import json
 import zlib
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -533,7 +533,7 @@ def _normalise(line: bytes) -> bytes | None:
 
 
 def read_raw(
-    path: Path,
+    path: Path | Sequence[Path],
     *,
     t0_ms: float,
     steady: tuple[float, float] | None,
@@ -544,6 +544,11 @@ def read_raw(
     lag_s: float = 5.0,
 ) -> RawDigest:
     """Read a k6 raw output file (NDJSON or gzip) in one streaming pass.
+
+    `path` may also be the files of one run's instances (segments, runner pods): they are read
+    as one stream, a block of each in turn (instances started together write the same span of
+    time at about the same rate, so the interleaved stream stays within `lag_s` of time order),
+    and the ±1 deltas of all of them are swept on one time axis.
 
     `t0_ms`: the run's t0 (epoch ms, the script's `setup()` `Date.now()`); `steady`: the
     steady window in seconds after t0 (None: from the first to the last point);
@@ -557,6 +562,7 @@ def read_raw(
     """
     if bucket_s <= 0:
         raise ValueError("bucket_s must be > 0")
+    paths = [Path(path)] if isinstance(path, (str, Path)) else [Path(p) for p in path]
     split_out: Any = None  # a GzipFile or a buffered file
     if split_to is not None:
         split_out = gzip.open(split_to, "wb", compresslevel=5) if split_to.name.endswith(".gz") \
@@ -566,32 +572,44 @@ def read_raw(
         split_scenario=f'"scenario":{json.dumps(split_scenario)}'.encode() if split_scenario else None,
         split_out=split_out if split_scenario else None,
     )
-    source = _Source(Path(path))
+    sources = [_Source(p) for p in paths]
     try:
-        rest = b""
-        for chunk in source.blocks():
-            first = chunk.find(b"\n")
-            if first < 0:
-                rest += chunk
-                continue
-            head = b"".join((b"}\n", rest, chunk[:first + 1]))  # the line across the block boundary
-            state.block(head, 0, len(head))
-            last = chunk.rfind(b"\n")
-            if last > first:
-                if first > 0 and chunk[first - 1] == 125:  # "}\n" before the region: no copy
-                    state.block(chunk, first - 1, last + 1)
-                else:
-                    region = b"}\n" + chunk[first + 1:last + 1]
-                    state.block(region, 0, len(region))
-            rest = chunk[last + 1:]
-        _finish_tail(state, rest)
+        feeds = [_feed(state, source) for source in sources]
+        while feeds:  # one block of each file in turn
+            feeds = [feed for feed in feeds if next(feed, None) is not None]
     finally:
         if split_out is not None:
             split_out.close()
     digest = state.finish(steady, targets)
-    if source.truncated_reason and not digest.truncated:
-        digest.truncated, digest.truncated_reason = True, source.truncated_reason
+    for source in sources:
+        if source.truncated_reason and not digest.truncated:
+            digest.truncated = True
+            digest.truncated_reason = source.truncated_reason if len(sources) == 1 else \
+                f"{source.path.name}: {source.truncated_reason}"
     return digest
+
+
+def _feed(state: _Pass, source: _Source) -> Iterator[bool]:
+    """Feed one file's blocks of whole lines to `state`, yielding before each block (so its last
+    block and its tail are read in one step: `last_line_bad` is still this file's)."""
+    rest = b""
+    for chunk in source.blocks():
+        yield True
+        first = chunk.find(b"\n")
+        if first < 0:
+            rest += chunk
+            continue
+        head = b"".join((b"}\n", rest, chunk[:first + 1]))  # the line across the block boundary
+        state.block(head, 0, len(head))
+        last = chunk.rfind(b"\n")
+        if last > first:
+            if first > 0 and chunk[first - 1] == 125:  # "}\n" before the region: no copy
+                state.block(chunk, first - 1, last + 1)
+            else:
+                region = b"}\n" + chunk[first + 1:last + 1]
+                state.block(region, 0, len(region))
+        rest = chunk[last + 1:]
+    _finish_tail(state, rest)
 
 
 def _finish_tail(state: _Pass, rest: bytes) -> None:

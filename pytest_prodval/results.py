@@ -13,12 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .artifacts import RunPaths, load_summary
-from .models import SloReport
+from .models import InstanceRecord, SloReport
 from .scenarios import Criterion, Scenario
+
+if TYPE_CHECKING:
+    from .executors import InstanceResult
 
 
 @dataclass
@@ -130,16 +134,17 @@ def read_run(paths: RunPaths, report: SloReport, scenario: Scenario, criteria: S
     if k6_problem:
         data.problems.insert(0, k6_problem)
     if t0 is not None and not data.problems:
-        for raw in raws[:1]:  # concurrency and the time series: the sweep (one file per run today)
-            digest = rawreader.read_raw(
-                raw, t0_ms=t0, steady=report.steady_window_s,
-                targets={"games": scenario.targets.games, "players": scenario.targets.players},
-                split_to=paths.ws_raw if scenario.websocket_companion.enabled else None,
-            )
-            report.concurrency = digest.concurrency
-            report.series = digest.series
-            if digest.truncated:
-                data.problems.append(f"raw output {raw.name} is truncated")
+        # Concurrency and the time series: one sweep over every instance's file, on one time axis.
+        digest = rawreader.read_raw(
+            raws, t0_ms=t0, steady=report.steady_window_s,
+            targets={"games": scenario.targets.games, "players": scenario.targets.players},
+            split_to=paths.ws_raw if scenario.websocket_companion.enabled else None,
+        )
+        report.concurrency = digest.concurrency
+        report.series = digest.series
+        if digest.truncated:
+            names = raws[0].name if len(raws) == 1 else f"of {len(raws)} instances"
+            data.problems.append(f"raw output {names} is truncated: {digest.truncated_reason}")
     return data
 
 
@@ -147,3 +152,93 @@ def coverage_buckets(scenario: Scenario, criteria: Sequence[Criterion]) -> dict[
     """Keys measured per time bucket for the coverage rules (REFERENCE.md §1), bucket in ms."""
     return {c.metric.k6_name: c.coverage.bucket_s * 1000 for c in criteria
             if c.coverage is not None and c.source == "k6"}
+
+
+def read_instances(instances: list[InstanceResult], paths: RunPaths, report: SloReport, scenario: Scenario,
+                   criteria: Sequence[Criterion]) -> RunData:
+    """The one judging input of a run, however many k6 instances it had.
+
+    Every instance is recorded in `report.instances`. An instance that was lost, crashed or
+    exited with an unexpected code (99 is normal: its own thresholds on its own share) makes
+    the run incomplete, naming the instance, so every criterion is an ERROR: a share missing
+    from the data can never pass.
+    """
+    report.instances = [_record(instance) for instance in instances]
+    _start_offsets(instances, report.instances)
+    problems = [p for p in (instance.problem() or _disagreement(instance) for instance in instances) if p]
+    return read_run(paths, report, scenario, criteria, k6_problem="; ".join(problems) or None,
+                    raws=[instance.paths.raw for instance in instances])
+
+
+AGREEMENT_KEYS = ("http_reqs", "iterations")  # counts an instance's raw output and its summary must share
+
+
+def _disagreement(instance: InstanceResult) -> str | None:
+    """Why an instance's raw output and its own summary disagree (a file cut or mixed up), or None.
+
+    k6 writes both from the same samples, so their counts are equal; one pass over the
+    instance's raw file for two counters (a few ms per MB). A raw file the engine cannot read
+    is reported by the merged pass; an instance without a summary by its exit (or not at all:
+    a lost summary alone does not change the raw points the run is judged on).
+    """
+    from . import exact
+
+    paths = instance.paths
+    try:
+        summary = load_summary(paths.summary)["metrics"]
+        raw = exact.measure([paths.raw], exact.queries_for(AGREEMENT_KEYS), window=None, pcts=(50,)).metrics
+    except (ValueError, OSError):
+        return None
+    for key in AGREEMENT_KEYS:
+        entry = summary.get(key) or {}
+        in_summary = (entry.get("values", entry) or {}).get("count")
+        in_raw = ((raw.get(key) or {}).get("values") or {}).get("count")
+        if (in_summary or 0) != (in_raw or 0):
+            return (f"{instance.name}: its raw output and its summary disagree: {key} {in_raw or 0:g} in "
+                    f"{paths.raw.name}, {in_summary or 0:g} in {paths.summary.name}")
+    return None
+
+
+def _start_offsets(instances: list[InstanceResult], records: list[InstanceRecord]) -> None:
+    """Each instance's run-start point after the earliest one's (ms), from the head of its raw file.
+
+    Segments here share one clock, so the spread is the resume latency; runner pods on several
+    nodes add their clock skew to it, which the merged time axis (window, concurrency) inherits.
+    """
+    from . import exact
+
+    if len(instances) < 2:
+        return
+    starts: list[float | None] = []
+    for instance in instances:
+        try:
+            starts.append(exact.run_start([instance.paths.raw])[0] if instance.paths.raw.exists() else None)
+        except (OSError, ValueError):
+            starts.append(None)
+    known = [t for t in starts if t is not None]
+    for record, start in zip(records, starts):
+        record.start_offset_ms = round(start - min(known), 3) if start is not None else None
+
+
+def _iso(epoch_s: float | None) -> str | None:
+    return datetime.fromtimestamp(epoch_s, timezone.utc).isoformat(timespec="milliseconds") if epoch_s else None
+
+
+def _record(instance: InstanceResult) -> InstanceRecord:
+    """The report's view of one instance: segment, exit code, its own request count and rate."""
+    requests = rate = None
+    try:
+        entry = load_summary(instance.paths.summary)["metrics"].get("http_reqs", {})
+        values = entry.get("values", entry)  # handleSummary data nests them; a --summary-export does not
+        requests = int(values["count"]) if "count" in values else None
+        rate = float(values["rate"]) if "rate" in values else None
+    except (ValueError, TypeError, AttributeError):
+        pass
+    return InstanceRecord(
+        index=instance.index, segment=instance.segment, exit_code=instance.k6.exit_code,
+        started_at=_iso(instance.started_at), ended_at=_iso(instance.ended_at), requests=requests, request_rate=rate,
+        problem=instance.problem(),
+        raw=instance.paths.raw.name if instance.paths.raw.exists() else None,
+        summary=instance.paths.summary.name if instance.paths.summary.exists() else None,
+        log=instance.paths.log.name if instance.paths.log.exists() else None,
+    )

@@ -337,6 +337,67 @@ class Scenario(_Strict):
         return (base / self.script).resolve()
 
 
+ExecutorKind = Literal["local", "segments", "k6-operator"]
+
+
+class RunnerResources(_Strict):
+    """Kubernetes resources of each k6 runner pod, e.g. requests = {cpu = "1", memory = "512Mi"}."""
+
+    requests: dict[str, str] = Field(default_factory=dict)
+    limits: dict[str, str] = Field(default_factory=dict)
+
+
+class ExecutorConfig(_Strict):
+    """`[ENV.executor]`: where a scenario's k6 instances run (executors/), and how many.
+
+    `parallelism` is the number of instances; `vus_per_instance` derives it from a
+    scenario's peak VUs instead. The k6-operator keys say where and how on Kubernetes.
+    """
+
+    kind: ExecutorKind = "local"
+    parallelism: int | None = Field(default=None, ge=1)
+    vus_per_instance: int | None = Field(default=None, ge=1)
+    # k6-operator only
+    namespace: str = "default"
+    context: str | None = None  # kubectl context; None: kubectl's current one
+    image: str = "grafana/k6:1.1.0"
+    runner: RunnerResources = RunnerResources()
+    cleanup: bool = True  # delete everything the run created (also after Ctrl-C/SIGTERM)
+    storage_class: str | None = None  # a ReadWriteMany class for the results volume (None: the cluster default)
+    storage: str = "1Gi"  # size of the results volume
+    # ReadWriteOnce is enough when every runner lands on one node (kind); else ReadWriteMany.
+    storage_access_mode: Literal["ReadWriteMany", "ReadWriteOnce"] = "ReadWriteMany"
+    startup_timeout_s: float = Field(default=300.0, gt=0)  # image pulls, scheduling, the initializer
+    poll_s: float = Field(default=1.0, gt=0, le=60)  # how often the TestRun's stage is read
+    collector_image: str = "busybox:1.36"  # the pod that reads the results volume back
+    kubectl: str = "kubectl"
+    # The pods see only what the run gives them: PRODVAL_CONFIG and the target's URLs (BASE_URL,
+    # WS_URL, PRODVAL_*_URL) in the archive, the pool password and bypass token in the Secret.
+    # A script that reads more names them: values from this environment, into the archive
+    # (`forward_env`, visible in the ConfigMap) or into the Secret (`forward_secrets`).
+    forward_env: list[str] = Field(default_factory=list)
+    forward_secrets: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_way_to_count(self) -> ExecutorConfig:
+        if self.parallelism is not None and self.vus_per_instance is not None:
+            raise ValueError("set parallelism or vus_per_instance, not both")
+        if self.kind == "local" and (self.parallelism or 1) > 1:
+            raise ValueError(f"kind 'local' runs one k6 process (parallelism={self.parallelism}); use kind 'segments' "
+                             "for several processes on this machine")
+        return self
+
+    def instances(self, peak_vus: int) -> int:
+        """How many k6 instances run a scenario with `peak_vus` VUs (never more instances than VUs)."""
+        if self.kind == "local":
+            return 1
+        if self.parallelism is not None:
+            return self.parallelism
+        if self.vus_per_instance is not None:
+            return max(1, min(peak_vus, -(-peak_vus // self.vus_per_instance)))
+        return 1
+
+
 class Environment(_Strict):
     """A target environment; values may reference variables as ${VAR} or ${VAR:-default}."""
 
@@ -358,6 +419,7 @@ class Environment(_Strict):
     bypass_off: list[str] | None = None
     # Criteria whose source this target does not have: criterion name -> why (shown as skipped).
     not_applicable: dict[str, str] = Field(default_factory=dict)
+    executor: ExecutorConfig = ExecutorConfig()
     # Extra k6 outputs as k6 takes --out (outputs.py), and their K6_* settings, e.g.
     # outputs = ["experimental-prometheus-rw"], output_env = {K6_PROMETHEUS_RW_SERVER_URL = "${PROM_RW_URL}"}.
     outputs: list[str] = Field(default_factory=list)

@@ -46,6 +46,26 @@ def _time_scale(value: str) -> float:
     return scale
 
 
+EXECUTOR_KINDS = ("local", "segments", "k6-operator")
+
+
+def _executor_kind(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if value not in EXECUTOR_KINDS:
+        raise pytest.UsageError(f"--prodval-executor / PRODVAL_EXECUTOR: {value!r} is not an executor; "
+                                f"expected one of {', '.join(EXECUTOR_KINDS)}")
+    return value
+
+
+def _parallelism(value: str | None) -> int | None:
+    if value is None:
+        return None
+    if not value.strip().isdigit() or int(value) < 1:
+        raise pytest.UsageError(f"--prodval-parallelism / PRODVAL_PARALLELISM: {value!r} is not a whole number >= 1")
+    return int(value)
+
+
 def _flag(value: str, name: str) -> bool:
     lowered = value.strip().lower()
     if lowered in _TRUE:
@@ -85,6 +105,12 @@ def add_options(parser: pytest.Parser) -> None:
                          "of the results folder")
     group.addoption("--prodval-update-docs", action="store_true", default=None,
                     help="Update docs/testing/BASELINE_CAPACITY.md and the readiness checklist from the results")
+    group.addoption("--prodval-executor", metavar="KIND",
+                    help="Run k6 as local (one process), segments (N processes here) or k6-operator (Kubernetes), "
+                         "instead of the environment's [ENV.executor] kind. Env var PRODVAL_EXECUTOR")
+    group.addoption("--prodval-parallelism", metavar="N",
+                    help="Number of k6 instances for segments / k6-operator (overrides parallelism and "
+                         "vus_per_instance). Env var PRODVAL_PARALLELISM")
     group.addoption("--prodval-out", action="append", default=[], metavar="VALUE",
                     help="An extra k6 output as k6 takes --out (experimental-prometheus-rw, influxdb=URL, csv=PATH, ...); "
                          "repeatable, added to the environment's outputs")
@@ -215,6 +241,8 @@ class Settings(BaseModel):
     baseline_runs: int | None  # --prodval-baseline-runs
     update_docs: bool
     junit_properties: bool
+    executor_kind: str | None = None  # --prodval-executor / PRODVAL_EXECUTOR
+    parallelism: int | None = None  # --prodval-parallelism / PRODVAL_PARALLELISM
     production_hosts: re.Pattern[str]
     short_env_option: bool
     outputs: tuple[str, ...] = ()  # --prodval-out, after the environment's `outputs`
@@ -338,6 +366,8 @@ def load_settings(config: pytest.Config) -> Settings:
         baseline_runs=baseline_runs,
         update_docs=bool(opt.prodval_update_docs),
         junit_properties=bool(opt.prodval_junit_properties),
+        executor_kind=_executor_kind(_pick(config, opt.prodval_executor, "PRODVAL_EXECUTOR", None)[0]),
+        parallelism=_parallelism(_pick(config, opt.prodval_parallelism, "PRODVAL_PARALLELISM", None)[0]),
         production_hosts=production_hosts,
         short_env_option=hasattr(opt, SHORT_ENV_DEST),
         outputs=tuple(opt.prodval_out),
@@ -370,3 +400,24 @@ def refuse_production(environment: Environment, pattern: re.Pattern[str]) -> Non
                 "pytest-prodval only targets staging or perf stacks. If this host is not production, set "
                 "PRODVAL_PRODUCTION_HOSTS / ini prodval_production_hosts to a pattern that excludes it"
             )
+
+
+def with_executor_overrides(environment: Environment, settings: Settings, where: Path) -> Environment:
+    """The environment with --prodval-executor / --prodval-parallelism applied; a UsageError if the result is invalid."""
+    from pydantic import ValidationError
+
+    from .scenarios import ExecutorConfig
+
+    data = environment.executor.model_dump()
+    if settings.executor_kind is not None:
+        data["kind"] = settings.executor_kind
+        if settings.executor_kind == "local":
+            data["parallelism"] = data["vus_per_instance"] = None
+    if settings.parallelism is not None:
+        data["parallelism"], data["vus_per_instance"] = settings.parallelism, None
+    try:
+        executor = ExecutorConfig.model_validate(data)
+    except ValidationError as exc:
+        message = "; ".join(error["msg"] for error in exc.errors())
+        raise pytest.UsageError(f"{where}: [{environment.name}.executor] with the command-line overrides: {message}") from None
+    return environment.model_copy(update={"executor": executor})

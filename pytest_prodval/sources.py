@@ -26,6 +26,7 @@ __all__ = ["FoundRun", "classify", "find_run", "summary_metrics"]
 _NAME = re.compile(r"^(?:websocket_)?(?P<id>[A-Z][A-Z0-9_]*?)_(?P<env>[a-z0-9-]+)_"
                    r"(?P<ts>\d{8}T\d{6}Z|\d{8}_\d{6})(?P<rest>.*)$")
 _INSTANCE = re.compile(r"^_i(?P<n>\d+)$")
+_INSTANCE_FILE = re.compile(r"^_i\d+_")  # an instance's own summary or log: the run is judged from all raws
 
 
 @dataclass
@@ -131,7 +132,7 @@ def find_run(path: Path, scenario_id: str, *, named: str | None) -> FoundRun | N
             if path.is_file() or (parsed is not None and parsed[0] == scenario_id):
                 raise ValueError(f"{file}: summary is not valid JSON (truncated?)")
             continue
-        if file.name.startswith("websocket_") or (parsed and parsed[3].endswith("_wrapper")):
+        if file.name.startswith("websocket_") or (parsed and (parsed[3].endswith("_wrapper") or _INSTANCE_FILE.match(parsed[3]))):
             continue  # the companion's split-out points and report: already in the run's own files
         if parsed is not None and parsed[0] == scenario_id and (
                 kind != "raw" or not parsed[3] or _INSTANCE.match(parsed[3])):

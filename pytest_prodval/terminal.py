@@ -30,6 +30,8 @@ def write_summary(reporter: Any, outcomes: list[RunOutcome]) -> None:
             reporter.write_line(f"    {outcome.error}", red=True)
         if report is None:
             continue
+        if len(report.instances) > 1:
+            reporter.write_line(f"    load generators: {report.instances_line()}")
         width = max((len(c.name) for c in report.criteria), default=10)
         for c in report.criteria:
             value = format_value(c.observed, c.unit)

@@ -43,6 +43,7 @@ def test_go_when_every_latest_report_is_go(tmp_path: Path, capsys: pytest.Captur
     assert data["scenarios"][1] == {
         "scenario_id": TARGET, "env": "staging", "profile": "production", "timestamp": "20261127T024723Z",
         "verdict": "GO", "complete": True, "incomplete_reason": None, "failed": [], "report_file": f"{TARGET}_staging_20261127T024723Z_slo_report.json",
+        "instances": "local: 1 instance", "instance_count": 1,
     }
 
 

@@ -38,6 +38,10 @@ function api() {
 
 export function setup() {
   checkEffectiveScenarios(cfg, exec.test.options);
+  if (PASSWORD === cfg.facts.archivePasswordPlaceholder) {
+    // `k6 archive` runs the init code without secrets; the runner's Secret must replace it.
+    throw new Error('LOADTEST_USER_POOL_PASSWORD is the archive placeholder: the runner got no password Secret');
+  }
   const t0 = Date.now();
   initPhase(t0, cfg.steady);
   emitZeroCounters();
@@ -58,6 +62,8 @@ export function companion(data) {
   companionVu.iteration();
 }
 
+// One summary per instance when k6 runs split (segments, k6-operator runner pods):
+// PRODVAL_SUMMARY_PATH, set per instance, wins over the config's single path.
 export function handleSummary(data) {
-  return { [cfg.summaryPath]: JSON.stringify(data), stdout: '' };
+  return { [__ENV.PRODVAL_SUMMARY_PATH || cfg.summaryPath]: JSON.stringify(data), stdout: '' };
 }
