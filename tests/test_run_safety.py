@@ -151,6 +151,11 @@ class ProcWatch:
                 if stat is not None:
                     parents[int(entry)] = (stat[1], stat[2])
         with self._lock:
+            for seen in self.seen.values():
+                # A process that exec'd since it was first seen (a launcher such as pyenv's `k6`
+                # shim, a shell script that execs the real k6): same pid and start, new argv.
+                if not seen.is_k6_run and parents.get(seen.pid, (0, -1))[1] == seen.start:
+                    seen.argv = _cmdline(seen.pid) or seen.argv
             known = {pid for pid, _ in self.seen} | {self.root}
             grew = True
             while grew:  # children of known processes, also reparented ones already recorded
