@@ -34,15 +34,14 @@ SCENARIOS = REPO / "scenarios"
 # (a smoke run takes about a third of a core: k6, the stack and pytest together) and a module's
 # shared stack starts once. xdist hands out the group with the most tests first, then the other,
 # then every other test one by one to whichever worker runs short. The groups are balanced by
-# measured time (~190 s and ~165 s of the ~500 s the suite takes on one core); a new test file of
-# real load joins the shorter one.
+# measured time (one at a time, 2 cores); a new test file of real load joins the shorter one.
 XDIST_GROUPS: dict[str, str] = {
-    "test_criteria_faults.py": "load-b",
-    "test_k6_script.py": "load-b",
-    "test_run_safety.py": "load-a",
-    "test_prometheus_source.py": "load-a",
-    "test_end_to_end.py": "load-a",
-    "test_k6_failures.py": "load-a",
+    "test_run_safety.py": "load-a",  # ~115 s
+    "test_prometheus_source.py": "load-a",  # ~40 s
+    "test_end_to_end.py": "load-a",  # ~17 s
+    "test_criteria_faults.py": "load-b",  # ~95 s
+    "test_k6_script.py": "load-b",  # ~85 s
+    "test_k6_failures.py": "load-b",  # ~8 s
 }
 
 
