@@ -13,20 +13,45 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-import httpcore  # noqa: F401  (see below)
+import httpcore  # noqa: F401  (see below: imported here so that it is imported once)
 import httpx
 import pytest
-
-# httpx imports httpcore on its first client and maps httpcore's exceptions once. If that first
-# client is made inside an in-process pytester run, pytester drops the freshly imported httpcore
-# modules afterwards; the next import makes new exception classes that httpx's map no longer
-# knows, and a refused connection escapes as httpcore.ConnectError instead of httpx.ConnectError.
-# Imported here, httpcore outlives every in-process run.
 
 from pytest_prodval.scenarios import load_catalogue
 
 REPO = Path(__file__).resolve().parent.parent
 SCENARIOS = REPO / "scenarios"
+
+# httpx imports httpcore lazily, on its first client, and maps httpcore's exceptions to its own
+# from a table filled on first use. An in-process pytester run drops the modules imported during
+# it: if the first client of a test process is made inside one, httpcore is imported again later,
+# its exceptions no longer match the table, and a raw httpcore.ReadTimeout escapes every
+# `except httpx.HTTPError` (the stack launcher's health wait, the preflight, seeding). Which
+# test makes the first client depends on the order, so under xdist it bit; imported above, it
+# stays the one httpcore of the process.
+
+# The tests that run real k6 under `-n 2 --dist loadgroup` (the README's test command): two
+# groups, each run test after test on one worker, so at most two k6 runs at a time on the 2 cores
+# (a smoke run takes about a third of a core: k6, the stack and pytest together) and a module's
+# shared stack starts once. xdist hands out the group with the most tests first, then the other,
+# then every other test one by one to whichever worker runs short. The groups are balanced by
+# measured time (one at a time, 2 cores); a new test file of real load joins the shorter one.
+XDIST_GROUPS: dict[str, str] = {
+    "test_run_safety.py": "load-a",  # ~115 s
+    "test_prometheus_source.py": "load-a",  # ~40 s
+    "test_end_to_end.py": "load-a",  # ~17 s
+    "test_criteria_faults.py": "load-b",  # ~95 s
+    "test_k6_script.py": "load-b",  # ~85 s
+    "test_k6_failures.py": "load-b",  # ~8 s
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        group = XDIST_GROUPS.get(item.path.name)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture
