@@ -22,6 +22,20 @@ from pytest_prodval.scenarios import load_catalogue
 REPO = Path(__file__).resolve().parent.parent
 SCENARIOS = REPO / "scenarios"
 
+# The inner pytest runs (pytester, subprocesses) need none of the third-party plugins this
+# machine may have installed: hypothesis alone costs 1.4 s of imports per pytest start, and
+# the suite starts pytest ~200 times. Blocking a plugin that is not installed is a no-op.
+INNER_PYTEST_ADDOPTS = "-p no:hypothesispytest -p no:benchmark"
+os.environ["PYTEST_ADDOPTS"] = f"{os.environ.get('PYTEST_ADDOPTS', '')} {INNER_PYTEST_ADDOPTS}".strip()
+
+
+@pytest.fixture(autouse=True)
+def _quiet_inner_pytest(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pytester clears PYTEST_ADDOPTS for its runs: set it again for them."""
+    if "pytester" in request.fixturenames:
+        request.getfixturevalue("pytester")
+        monkeypatch.setenv("PYTEST_ADDOPTS", INNER_PYTEST_ADDOPTS)
+
 # httpx imports httpcore lazily, on its first client, and maps httpcore's exceptions to its own
 # from a table filled on first use. An in-process pytester run drops the modules imported during
 # it: if the first client of a test process is made inside one, httpcore is imported again later,
