@@ -40,11 +40,15 @@ XDIST_GROUPS: dict[str, str] = {
     "test_run_safety.py": "load-a",  # ~115 s
     "test_prometheus_source.py": "load-a",  # ~40 s
     "test_end_to_end.py": "load-a",  # ~17 s
-    "test_k6_operator.py": "load-a",  # ~20 s: two 3-runner TestRuns on the fake operator (3 k6 at once)
     "test_criteria_faults.py": "load-b",  # ~95 s
     "test_k6_script.py": "load-b",  # ~85 s
     "test_k6_failures.py": "load-b",  # ~8 s
-    "test_exact_segments.py": "load-b",  # ~6 s: one k6, then 4 segment processes
+    "test_own_script.py": "load-a",  # ~60 s (one module-scoped k6 run, re-judged offline)
+    "test_outputs.py": "load-a",  # ~12 s
+    "test_aborts.py": "load-b",  # ~8 s
+    "test_exact_segments.py": "load-b",  # 5 k6 processes at once: never beside another run
+    "test_k6_operator.py": "load-b",
+    "test_fixtures_flow.py": "load-a",
 }
 
 
