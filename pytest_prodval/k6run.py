@@ -249,15 +249,26 @@ def supervise(
 
 
 def _stop_all(procs: Sequence[subprocess.Popen[bytes]], *, grace_s: float, sig: int) -> None:
-    """Signal every process first, then wait for each (they stop in parallel, not one after another)."""
+    """Signal every process once, then wait for all (they stop in parallel), SIGKILL after `grace_s`.
+
+    Once: k6 takes a second SIGINT as "stop now" and then writes no summary.
+    """
     for proc in procs:
         if proc.poll() is None:
             try:
                 os.killpg(proc.pid, sig)
             except ProcessLookupError:
                 pass
+    deadline = time.monotonic() + grace_s
     for proc in procs:
-        processes.stop(proc, grace_s=grace_s, sig=sig)
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
 
 
 def run_k6(

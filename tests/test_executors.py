@@ -95,3 +95,29 @@ def test_segments_start_no_instance_unless_all_are_up(tmp_path: Path, monkeypatc
         taken.close()
     assert second.k6.exit_code == 106 and "instance 2/2 (segment 1/2:2/2): k6 exited with code 106" in (second.problem() or "")
     assert first.started_at is None and "instance 1/2 (segment 0/2:1/2)" in (first.problem() or "")
+
+
+def test_stopping_instances_signals_each_once_so_each_writes_its_summary(tmp_path: Path) -> None:
+    """k6 takes a second SIGINT as "abort now": no summary. Ctrl-C reaches every instance exactly once
+    (sent twice, each of 3 k6 processes lost its summary about every other time)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from pytest_prodval import processes
+    from pytest_prodval.k6run import _stop_all, find_k6
+
+    k6 = find_k6("k6")
+    assert k6 is not None
+    script = tmp_path / "idle.js"
+    script.write_text("import { sleep } from 'k6';\nexport const options = { vus: 2, duration: '30s' };\n"
+                      "export default function () { sleep(0.1); }\n"
+                      "export function handleSummary(d) { return { [__ENV.SUMMARY]: 'written' }; }\n")
+    summaries = [tmp_path / f"summary{i}" for i in range(3)]
+    procs = [processes.spawn([k6, "run", "--quiet", "--address", "", str(script)], env={**os.environ, "SUMMARY": str(out)},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for out in summaries]
+    time.sleep(1.5)  # k6 running its VUs
+    _stop_all(procs, grace_s=15, sig=signal.SIGINT)
+    assert [p.returncode for p in procs] == [105, 105, 105]  # stopped by the signal...
+    assert all(out.exists() for out in summaries)  # ...and each still wrote its summary
