@@ -87,6 +87,8 @@ def _observe_k6(criterion: Criterion, metrics: Mapping[str, Any]) -> tuple[float
     if samples == 0:
         raise NoData(f"metric {name} had 0 samples")
     values = entry.get("values", {})
+    if aggregation in ("p(50)", "med") and aggregation not in values:  # k6 names p(50) "med"
+        aggregation = "med" if "med" in values else "p(50)"
     if aggregation not in values:
         raise NoData(f"k6 did not compute {aggregation} for {name} (it has: {', '.join(values)})")
     return float(values[aggregation]), samples, sample_noun(criterion.metric.name)

@@ -50,7 +50,7 @@ def reevaluate(session: ProdvalSession, scenario: Scenario, path: Path) -> tuple
         if stored is None and t0 is not None and not data.problems:
             from .rawreader import read_raw
 
-            digest = read_raw(found.raws[0], t0_ms=t0, steady=report.steady_window_s,
+            digest = read_raw(found.raws, t0_ms=t0, steady=report.steady_window_s,
                               targets={"games": scenario.targets.games, "players": scenario.targets.players})
             report.concurrency = digest.concurrency
             report.series = digest.series
