@@ -204,7 +204,7 @@ def test_errors_contract_lost_games_and_unreachable_concurrency_fail(
         # 12 % of the answers are 5xx and 15 % of the 2xx break the contract. A run has ~60-90 2xx
         # answers and its steady window ~40 requests: at the former 5 % each, a run with no broken
         # body (0.95^60, ~5 %) or a steady window with no 5xx (0.95^40, ~13 %) made this test fail
-        # (2 of ~12 runs); 12 runs at these rates: 4-11 broken bodies, 1-6 5xx in the window.
+        # (2 of ~12 runs); 6 runs at these rates: 4-11 broken bodies, 1-6 5xx in the window.
         faults={"lost_game_rate": 0.8},
         runtime_faults={"error_5xx_rate": 0.12, "contract_violation_rate": 0.15},
     )
