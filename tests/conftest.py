@@ -29,28 +29,9 @@ SCENARIOS = REPO / "scenarios"
 # test makes the first client depends on the order, so under xdist it bit; imported above, it
 # stays the one httpcore of the process.
 
-# The tests that run real k6 under `-n 2 --dist loadgroup` (the README's test command): two
-# groups, each run test after test on one worker, so at most two k6 runs at a time on the 2 cores
-# (a smoke run takes about a third of a core: k6, the stack and pytest together) and a module's
-# shared stack starts once. xdist hands out the group with the most tests first, then the other,
-# then every other test one by one to whichever worker runs short. The groups are balanced by
-# measured time (one at a time, 2 cores); a new test file of real load joins the shorter one.
-XDIST_GROUPS: dict[str, str] = {
-    "test_run_safety.py": "load-a",  # ~115 s
-    "test_prometheus_source.py": "load-a",  # ~40 s
-    "test_end_to_end.py": "load-a",  # ~17 s
-    "test_criteria_faults.py": "load-b",  # ~95 s
-    "test_k6_script.py": "load-b",  # ~85 s
-    "test_k6_failures.py": "load-b",  # ~8 s
-}
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the marks
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        group = XDIST_GROUPS.get(item.path.name)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
+# The suite runs as `-n 2 --dist loadfile` (the README's test command): each module on one
+# worker, its tests one after the other, so a module's shared stack starts once and at most two
+# real-load tests (about a third of a core each: k6, the stack and pytest) run at a time.
 
 
 @pytest.fixture
