@@ -331,7 +331,11 @@ def test_slow_websocket_fails_move_latency_stalls_and_message_latency(
         pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, smoke_scenarios: Path) -> None:
     # No knob slows the handshake itself (ws_connecting): judged at a threshold below what any
     # TCP + HTTP upgrade takes, as a user would tighten it (the healthy run judges 1000 ms).
-    _smoke_file(smoke_scenarios, extra="""
+    # A move takes > 2.1 s, so the smoke's 7 s steady window held 2-6 of them: too few to judge
+    # every time (2 of 5 runs failed: 4 of 6 moves stalled; no server-side sample). A 14 s window
+    # holds 16-17 moves and 12 server samples (4 runs).
+    _smoke_file(smoke_scenarios, stages='[{ duration = "4s", target = 9 }, { duration = "14s", target = 9 }, '
+                                        '{ duration = "2s", target = 0 }]', extra="""
         [criteria.ws_connect_p95]
         staging = "p(95)<0.01"
     """)
