@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -107,14 +106,6 @@ def engine(path: Path, keys: list[str], window: tuple[float, float], buffer_valu
     return {"values": out, "two_pass": measured.two_pass}
 
 
-def _peak_rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def child(kind: str, path: Path, meta: dict[str, Any]) -> None:
     import orjson  # noqa: F401  (imports are not part of the measured time)
 
@@ -128,14 +119,8 @@ def child(kind: str, path: Path, meta: dict[str, Any]) -> None:
     else:
         result = engine(path, keys, window, 100_000 if kind == "two-pass" else 50_000_000)
     result["wall_s"] = time.perf_counter() - start
-    result["rss_mb"] = _peak_rss_mb()
+    result["rss_mb"] = bench_reader._peak_rss_mb()
     print(json.dumps(result))
-
-
-def run_child(kind: str, path: Path, meta_path: Path) -> dict[str, Any]:
-    done = subprocess.run([sys.executable, __file__, "--child", kind, str(path), str(meta_path)],
-                          check=True, capture_output=True, text=True)
-    return dict(json.loads(done.stdout))
 
 
 def main() -> int:
@@ -159,7 +144,7 @@ def main() -> int:
     runs: dict[str, list[dict[str, Any]]] = {"baseline": [], "one-pass": [], "two-pass": []}
     for _ in range(args.repeat):
         for kind in runs:
-            runs[kind].append(run_child(kind, path, meta_path))
+            runs[kind].append(bench_reader.run_child(kind, path, meta_path, script=__file__))
     best = {kind: min(r, key=lambda x: x["wall_s"]) for kind, r in runs.items()}
     base = best["baseline"]
     print(f"raw file: {gb:.2f} GB, {len(_keys())} (sub)metrics judged, steady window by timestamp")

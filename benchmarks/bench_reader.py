@@ -302,10 +302,11 @@ def child(kind: str, path: Path, meta: dict[str, Any]) -> None:
     print(json.dumps(result))
 
 
-def run_child(kind: str, path: Path, meta_path: Path) -> dict[str, Any]:
-    done = subprocess.run([sys.executable, __file__, "--child", kind, str(path), str(meta_path)],
+def run_child(kind: str, path: Path, meta_path: Path, script: str = __file__) -> dict[str, Any]:
+    """`script --child KIND PATH META` in a fresh process (its peak RSS is its own); its JSON line."""
+    done = subprocess.run([sys.executable, script, "--child", kind, str(path), str(meta_path)],
                           check=True, capture_output=True, text=True)
-    return json.loads(done.stdout)
+    return dict(json.loads(done.stdout))
 
 
 def best_of(repeat: int, path: Path, meta_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -172,15 +172,8 @@ class Measured:
 
     metrics: dict[str, Any]
     buckets: dict[str, list[dict[str, float] | None]]  # key → per window bucket: values, or None (no data)
-    kinds: dict[str, str]
-    thresholds: dict[str, list[str]]  # from the raw file's metric definitions
     defined: set[str] = field(default_factory=set)  # every metric the run emitted
-    points: int = 0
-    lines: int = 0
-    files: int = 0
     two_pass: bool = False
-    start_ms: float | None = None
-    end_ms: float | None = None
 
 
 class _Plan:
@@ -222,14 +215,11 @@ class _State:
     accs: dict[Query, _Acc] = field(default_factory=dict)
     bucket_accs: dict[tuple[Query, int], _Acc] = field(default_factory=dict)
     kinds: dict[str, tuple[str, str]] = field(default_factory=dict)
-    thresholds: dict[str, list[str]] = field(default_factory=dict)
     plans: dict[bytes, _Plan] = field(default_factory=dict)
     defined_b: set[bytes] = field(default_factory=set)
     time_cache: dict[bytes, float] = field(default_factory=dict)
     keeping: bool = True
     kept: int = 0
-    points: int = 0
-    lines: int = 0
     start_ms: float = math.inf
     end_ms: float = -math.inf
 
@@ -269,7 +259,6 @@ def _point(state: _State, line: bytes, path: Path, number: int, second_pass: Cal
     name = line[11:end]
     plan = state.plans.get(name)
     if second_pass is None:
-        state.points += 1
         if name not in state.defined_b:
             raise RawFileError(f"{path}:{number}: a point of {name.decode(errors='replace')!r} before its metric "
                                "definition (not k6 output?)")
@@ -334,19 +323,14 @@ def _definition(state: _State, line: bytes, path: Path, number: int, defined: se
         raise RawFileError(f"{path}:{number}: metric {name!r} is defined a second time: two runs in one file? "
                            "Judge each run's file on its own")
     defined.add(name)
-    state.defined_b.add(str(name).encode())
+    state.defined_b.add(name.encode())
     state.kinds.setdefault(name, (kind, contains))
-    for expression in data.get("thresholds") or ():
-        if expression not in state.thresholds.setdefault(name, []):
-            state.thresholds[name].append(expression)
 
 
 def _scan(state: _State, paths: Sequence[Path], second_pass: Callable[[Query, _Acc, float, float], None] | None) -> None:
     for path in paths:
         defined: set[str] = set()
         for number, line in _lines(path):
-            if second_pass is None:
-                state.lines += 1
             if line.startswith(_METRIC_PREFIX):
                 _point(state, line, path, number, second_pass)
             elif line.startswith(_DEFINITION_PREFIX):
@@ -416,20 +400,17 @@ def measure(
 
         def collect(q: Query, acc: _Acc, value: float, t: float) -> None:
             b = _bin(value)
-            if b in needed[id(acc)]:
-                acc.picked.setdefault(b, []).append(value)
+            cells = [acc]
             if q.bucket_ms and window is not None:
-                bucket = state.bucket_accs[(q, int((t - window[0]) // q.bucket_ms))]
-                bb = _bin(value)
-                if bb in needed[id(bucket)]:
-                    bucket.picked.setdefault(bb, []).append(value)
+                cells.append(state.bucket_accs[(q, int((t - window[0]) // q.bucket_ms))])
+            for cell in cells:
+                if b in needed[id(cell)]:
+                    cell.picked.setdefault(b, []).append(value)
 
         _scan(state, paths, collect)
     metrics: dict[str, Any] = {}
-    kinds: dict[str, str] = {}
     for q in queries:
         kind, contains = state.kinds.get(q.metric, ("", "default"))
-        kinds[q.key] = kind
         found = state.accs.get(q)
         if found is None or not kind:
             continue
@@ -446,13 +427,7 @@ def measure(
                 cell = state.bucket_accs.get((q, i))
                 row.append(_values(kind, cell, wanted_pcts, q.bucket_ms / 1000) if cell else None)
             buckets[q.key] = row
-    return Measured(
-        metrics=metrics, buckets=buckets, kinds=kinds, thresholds=state.thresholds, defined=set(state.kinds),
-        points=state.points,
-        lines=state.lines, files=len(paths), two_pass=two_pass,
-        start_ms=None if state.start_ms == math.inf else state.start_ms,
-        end_ms=None if state.end_ms == -math.inf else state.end_ms,
-    )
+    return Measured(metrics=metrics, buckets=buckets, defined=set(state.kinds), two_pass=two_pass)
 
 
 def _duration_s(q: Query, state: _State) -> float:

@@ -7,11 +7,14 @@ an offline re-judge (`--prodval-from-results`), so the three can never disagree.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import criteria as criteria_mod
 from .models import ConcurrencyMeasurement, SloReport
 from .scenarios import Criterion
+
+if TYPE_CHECKING:
+    from .results import RunData
 
 
 def judge(
@@ -22,7 +25,7 @@ def judge(
     concurrency: Mapping[str, ConcurrencyMeasurement] | None,
     server: Any = None,
     baseline: SloReport | None = None,
-    run: Any = None,
+    run: RunData | None = None,
     baseline_source: str = "baseline",
 ) -> SloReport:
     """Fill `report.criteria` and `report.verdict` from the run's data (None: no data).
@@ -40,8 +43,8 @@ def judge(
         stopped_it = aborted is not None and c.name in aborted.criteria
         result = criteria_mod.evaluate(c, scenario_id=report.scenario_id, metrics=metrics, concurrency=concurrency,
                                        server=server, incomplete_reason=None if stopped_it else report.incomplete_reason,
-                                       buckets=getattr(run, "buckets", None), summary=getattr(run, "summary", None),
-                                       seen=getattr(run, "seen", None) if metrics is not None else None)
+                                       buckets=run.buckets if run else None, summary=run.summary if run else None,
+                                       seen=run.seen if run and metrics is not None else None)
         report.criteria.append(stopper_result(result, aborted) if stopped_it and aborted is not None else result)
     for pair in baseline_pairs(baseline, report.scenario_id):
         current = next((c for c in report.criteria if c.name == pair.name), None)

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 def reevaluate(session: ProdvalSession, scenario: Scenario, path: Path) -> tuple[SloReport, Path]:
     """The scenario's latest run under `path`, judged again by today's criteria; ValueError if unusable."""
-    from .results import RunData, coverage_buckets, fill_from_summary, measure_raw, metric_keys, percentiles_of
+    from .results import RunData, from_raw, setup_t0
     from .server_criteria import bind
 
     named = session.settings.from_scenario
@@ -40,29 +40,16 @@ def reevaluate(session: ProdvalSession, scenario: Scenario, path: Path) -> tuple
         timestamp=found.timestamp, steady_window_s=scenario.steady_window_s(),
     )
     criteria = session.criteria(scenario)
-    setup_data = (summary or {}).get("setup_data")
-    t0 = float(setup_data.get("t0") or 0) or None if isinstance(setup_data, dict) else None
-    if found.raws:
-        data, t0 = measure_raw(found.raws, metric_keys(criteria), t0_ms=t0, steady_s=report.steady_window_s,
-                               buckets=coverage_buckets(scenario, criteria), pcts=percentiles_of(criteria))
+    if found.raws:  # the stored report's concurrency and series stand; a foreign file gets its own
+        data = from_raw(found.raws, summary, report, scenario, criteria, sweep=stored is None)
         if data.problems:
             report.complete, report.incomplete_reason = False, "; ".join(data.problems)
-        if stored is None and t0 is not None and not data.problems:
-            from .rawreader import read_raw
-
-            digest = read_raw(found.raws, t0_ms=t0, steady=report.steady_window_s,
-                              targets={"games": scenario.targets.games, "players": scenario.targets.players})
-            report.concurrency = digest.concurrency
-            report.series = digest.series
     else:
-        data = RunData(metrics=summary_metrics(summary) if summary else None)
+        data = RunData(metrics=summary_metrics(summary) if summary else None, summary=summary,
+                       t0_ms=setup_t0(summary))
         data.seen = {key.split("{", 1)[0] for key in (data.metrics or {})}
-    data.summary = summary
-    data.t0_ms = t0
-    if found.raws:
-        fill_from_summary(data, summary)
     report.source_files = [str(p) for p in (*found.raws, *(p for p in (found.summary,) if p))]
-    server = bind(session.load_server_metrics(found.server_metrics) if found.server_metrics else None, t0,
+    server = bind(session.load_server_metrics(found.server_metrics) if found.server_metrics else None, data.t0_ms,
                   report.steady_window_s)
     report.profile = session.settings.profile or scenario.profile
     session.judge(report, scenario, metrics=data.metrics, concurrency=report.concurrency, server=server, run=data)

@@ -33,7 +33,6 @@ class RunData:
     summary: dict[str, Any] | None = None  # k6's (its threshold verdicts), when it wrote one
     t0_ms: float | None = None
     buckets: dict[str, list[dict[str, float] | None]] = field(default_factory=dict)
-    script_thresholds: dict[str, list[str]] = field(default_factory=dict)  # from the raw metric definitions
     seen: set[str] = field(default_factory=set)  # every metric the run emitted
     from_summary: list[str] = field(default_factory=list)  # keys taken from k6's summary (no raw points)
     run_s: float | None = None  # k6's test run duration (summary state), e.g. when it stopped early
@@ -69,7 +68,7 @@ def measure_raw(raws: Sequence[Path], keys: Sequence[str], *, t0_ms: float | Non
     except exact.RawFileError as exc:
         data.problems.append(str(exc))
         return data, start
-    data.metrics, data.buckets, data.script_thresholds = measured.metrics, measured.buckets, measured.thresholds
+    data.metrics, data.buckets = measured.metrics, measured.buckets
     data.seen = measured.defined
     return data, start
 
@@ -105,46 +104,53 @@ def percentiles_of(criteria: Sequence[Criterion]) -> list[float]:
     return sorted(pcts)
 
 
-def read_run(paths: RunPaths, report: SloReport, scenario: Scenario, criteria: Sequence[Criterion], *,
-             k6_problem: str | None = None, raws: Sequence[Path] | None = None) -> RunData:
-    """Judge-ready data of a run: exact metrics from its raw file(s), concurrency and series into `report`."""
+def setup_t0(summary: dict[str, Any] | None) -> float | None:
+    """The game script's setup time in its summary (older runs have no run-start point)."""
+    setup_data = (summary or {}).get("setup_data")
+    return float(setup_data.get("t0") or 0) or None if isinstance(setup_data, dict) else None
+
+
+def from_raw(raws: Sequence[Path], summary: dict[str, Any] | None, report: SloReport, scenario: Scenario,
+             criteria: Sequence[Criterion], *, sweep: bool, split_to: Path | None = None) -> RunData:
+    """Exact metrics of raw file(s) plus what only k6's summary knows; with `sweep`, also the
+    concurrency and time series into `report` (one sweep over every file, on one time axis)."""
     from . import rawreader
 
-    raws = list(raws) if raws is not None else [paths.raw]
-    summary: dict[str, Any] | None = None
-    try:
-        summary = load_summary(paths.summary)
-    except ValueError:
-        summary = None  # the values come from the raw points; only k6's own verdicts are missing
-    setup_data = (summary or {}).get("setup_data")
-    t0 = float(setup_data.get("t0") or 0) or None if isinstance(setup_data, dict) else None
-    missing = [p for p in raws if not p.exists()]
-    if missing:
-        data = RunData(problems=[f"k6 wrote no raw output {p.name}" for p in missing])
-        data.summary = summary
-        if k6_problem:
-            data.problems.insert(0, k6_problem)
-        return data
-    data, t0 = measure_raw(raws, metric_keys(criteria), t0_ms=t0, steady_s=report.steady_window_s,
+    data, t0 = measure_raw(raws, metric_keys(criteria), t0_ms=setup_t0(summary), steady_s=report.steady_window_s,
                            buckets=coverage_buckets(scenario, criteria), pcts=percentiles_of(criteria))
     data.summary, data.t0_ms = summary, t0
     duration_ms = ((summary or {}).get("state") or {}).get("testRunDurationMs")
     data.run_s = float(duration_ms) / 1000 if isinstance(duration_ms, (int, float)) else None
     fill_from_summary(data, summary)
-    if k6_problem:
-        data.problems.insert(0, k6_problem)
-    if t0 is not None and not data.problems:
-        # Concurrency and the time series: one sweep over every instance's file, on one time axis.
+    if sweep and t0 is not None and not data.problems:
         digest = rawreader.read_raw(
             raws, t0_ms=t0, steady=report.steady_window_s,
-            targets={"games": scenario.targets.games, "players": scenario.targets.players},
-            split_to=paths.ws_raw if scenario.websocket_companion.enabled else None,
+            targets={"games": scenario.targets.games, "players": scenario.targets.players}, split_to=split_to,
         )
         report.concurrency = digest.concurrency
         report.series = digest.series
         if digest.truncated:
             names = raws[0].name if len(raws) == 1 else f"of {len(raws)} instances"
             data.problems.append(f"raw output {names} is truncated: {digest.truncated_reason}")
+    return data
+
+
+def read_run(paths: RunPaths, report: SloReport, scenario: Scenario, criteria: Sequence[Criterion], *,
+             k6_problem: str | None = None, raws: Sequence[Path] | None = None) -> RunData:
+    """Judge-ready data of a live run: exact metrics from its raw file(s), concurrency and series into `report`."""
+    raws = list(raws) if raws is not None else [paths.raw]
+    try:
+        summary: dict[str, Any] | None = load_summary(paths.summary)
+    except ValueError:
+        summary = None  # the values come from the raw points; only k6's own verdicts are missing
+    missing = [p for p in raws if not p.exists()]
+    if missing:
+        data = RunData(summary=summary, problems=[f"k6 wrote no raw output {p.name}" for p in missing])
+    else:
+        data = from_raw(raws, summary, report, scenario, criteria, sweep=k6_problem is None,
+                        split_to=paths.ws_raw if scenario.websocket_companion.enabled else None)
+    if k6_problem:
+        data.problems.insert(0, k6_problem)
     return data
 
 

@@ -14,7 +14,7 @@ import os
 from collections.abc import Generator, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -32,6 +32,9 @@ from .secrets import Redactor
 from .settings import PoolSettings, Settings
 from .sharing import RunOutcome, SharedRuns
 from .target import Prepared, Target, embedded_stack
+
+if TYPE_CHECKING:
+    from .results import RunData
 
 
 class ProdvalSession:
@@ -73,6 +76,12 @@ class ProdvalSession:
     def pool(self) -> PoolSettings:
         """The load-test user pool settings."""
         return self.settings.pool
+
+    @property
+    def uses_pool(self) -> bool:
+        """Whether a selected scenario logs in as pool users (then the pool is seeded and probed,
+        and the bypass verified with pool user 1); before selection, assume so."""
+        return not self.selected or any(s.needs_pool for s in self.selected.values())
 
     @property
     def live(self) -> bool:
@@ -135,8 +144,8 @@ class ProdvalSession:
         """Seed the pool (if asked), then log pool user 1 in and learn the token TTL."""
         if prepared.error or self.is_worker or prepared.token_ttl_s is not None:
             return prepared
-        if self.selected and not any(s.needs_pool for s in self.selected.values()):
-            return prepared  # no selected script logs in as a pool user
+        if not self.uses_pool:
+            return prepared
         assert self.environment is not None
         with self._recording(prepared):
             seed = self.settings.seed if self.settings.seed is not None else self.environment.embedded
@@ -156,8 +165,8 @@ class ProdvalSession:
     @contextmanager
     def bypass(self, prepared: Prepared, target: Target) -> Iterator[BypassRecord | None]:
         """The staging rate-limit bypass, on for the session's k6 runs and always off after."""
-        if not self.settings.bypass or prepared.error or prepared.bypass_by_controller or self.is_worker or (
-                self.selected and not any(s.needs_pool for s in self.selected.values())):
+        if (not self.settings.bypass or prepared.error or prepared.bypass_by_controller or self.is_worker
+                or not self.uses_pool):
             yield prepared.bypass
             return
         controller = self.config.hook.pytest_prodval_bypass_controller(config=self.config, prepared=prepared, session=self)
@@ -252,7 +261,7 @@ class ProdvalSession:
         return self.settings.env or "offline"
 
     def judge(self, report: SloReport, scenario: Scenario, *, metrics: Any, concurrency: Any, server: Any = None,
-              run: Any = None) -> SloReport:
+              run: RunData | None = None) -> SloReport:
         """The one judging step (judging.judge) with this session's baseline."""
         baseline = self.baseline_for(scenario.id)
         return judge(report, self.criteria(scenario), metrics=metrics, concurrency=concurrency, server=server,

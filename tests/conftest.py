@@ -24,7 +24,7 @@ SCENARIOS = REPO / "scenarios"
 
 # The inner pytest runs (pytester, subprocesses) need none of the third-party plugins this
 # machine may have installed: hypothesis alone costs 1.4 s of imports per pytest start, and
-# the suite starts pytest ~200 times. Blocking a plugin that is not installed is a no-op.
+# every pytester run starts pytest again. Blocking a plugin that is not installed is a no-op.
 INNER_PYTEST_ADDOPTS = "-p no:hypothesispytest -p no:benchmark"
 os.environ["PYTEST_ADDOPTS"] = f"{os.environ.get('PYTEST_ADDOPTS', '')} {INNER_PYTEST_ADDOPTS}".strip()
 
