@@ -21,6 +21,8 @@ REQUEST_NAMES = ["login", "refresh", "game_create", "game_list", "game_join", "g
 # Rates the plugin breaks down per request name for triage hints (true = failed / 429 / up).
 TRIAGE_RATES = ["req_errors", "status_429", "status_401", "server_available"]
 TRIAGE_COUNTERS = ["contract_failures_total", "id_lifecycle_mismatches_total"]
+# Joins answered 200 whose seat a later join took (the script's seatLost): named in the hints.
+SEAT_LOST = "game_aborts_total{reason:seat_lost}"
 
 # A 400 with one of these codes answers a join that lost a race for the last seat: an
 # expected answer, not a contract failure (RingRift's join route; its docs say

@@ -68,6 +68,7 @@ def k6_thresholds(criteria: list[Criterion], time_scale: float = 1.0) -> dict[st
             thresholds.setdefault(f"{metric}{{name:{name}}}", ["rate>=0"])
         for metric in facts.TRIAGE_COUNTERS:
             thresholds.setdefault(f"{metric}{{name:{name}}}", ["count>=0"])
+    thresholds.setdefault(facts.SEAT_LOST, ["count>=0"])
     return thresholds
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .facts import REQUEST_NAMES
+from .facts import REQUEST_NAMES, SEAT_LOST
 from .models import CriterionResult, SloReport
 
 # criterion -> (per-name rate, which value counts: "passes" = true samples, "fails" = false ones)
@@ -80,6 +80,11 @@ def causes(result: CriterionResult, metrics: Mapping[str, Any] | None, server: A
         reasons = breakdown(server, "ringrift_ai_fallback_total", ("reason",))
         if reasons:
             found.append("fallbacks by reason: " + ", ".join(f"{k[0]} {v:,.0f}" for k, v in reasons[:3]))
+    lost = _counter(metrics, SEAT_LOST)
+    if lost and result.name in ("contract_failures", "concurrent_games", "concurrent_players",
+                                "games_target_held", "players_target_held"):
+        found.append(f"{lost:,} joins were answered 200 but the seat went to a later join (seat_lost): "
+                     "the join route admits more players than a game has seats")
     if result.name in ("concurrent_games", "concurrent_players"):
         unformable = _counter(metrics, "game_shape_unformable_total")
         if unformable:

@@ -6,12 +6,22 @@ import http from 'k6/http';
 import { classify, parseBody, setPhase, wsConnectionSuccess } from './metrics.js';
 
 const TIMEOUT = '15s';
+// A login waits as long as k6's default allows. A timed-out login is not cancelled on the server:
+// it still costs a full password hash (RingRift: bcryptjs cost 12, ~0.3-0.45 s on Node's one
+// thread, so ~2-3 logins/s per API process), and the retry queues another one behind it. With
+// 15 s the baseline at --prodval-time-scale 0.1 against RingRift sent 232 logins for 95 VUs: 19
+// succeeded in time, the server finished the other ~210 after their clients had given up (its log
+// kept logging users in for a minute after k6 had exited), so no game formed.
+const LOGIN_TIMEOUT = '60s';
 const FALLBACK_TTL_S = 300;
 const MAX_RETRY_AFTER_MS = 30000;
 const MAX_LOGIN_BACKOFF_MS = 60000;
 // k6's http_req_failed for a join: a 400 is an expected race answer there (GAME_FULL, ...). The
 // body decides for req_errors; k6's callback sees only the status.
 const JOIN_EXPECTED = http.expectedStatuses({ min: 200, max: 299 }, 400);
+// Leaving a game that has not started, whose seat a later join may have taken (see seatLost): a
+// 403 "not a participant" is then the answer to expect, and the lost seat is counted at the join.
+const LEAVE_UNSEATED = http.expectedStatuses({ min: 200, max: 299 }, 403);
 
 function isObj(v) {
   return v !== null && typeof v === 'object';
@@ -44,6 +54,12 @@ export function seatsTaken(game) {
   if (game.player3Id) n++;
   if (game.player4Id) n++;
   return n;
+}
+
+/** True when `userId` holds one of the game's human seats (player1Id … player4Id). */
+export function seated(game, userId) {
+  return userId !== null && (game.player1Id === userId || game.player2Id === userId
+    || game.player3Id === userId || game.player4Id === userId);
 }
 
 /** The error code of an error body, or ''. */
@@ -80,13 +96,14 @@ export class Api {
     this.wsHeaders = bypassToken ? { [cfg.facts.bypassHeader]: bypassToken } : {};
     const p = (headers, name, extra) => Object.assign({ headers, tags: { name }, timeout: TIMEOUT }, extra || {});
     this.p = {
-      login: p(plain, 'login'),
+      login: p(plain, 'login', { timeout: LOGIN_TIMEOUT }),
       refresh: p(plain, 'refresh'),
       create: p(this.headers, 'game_create'),
       list: p(this.headers, 'game_list'),
       join: p(this.headers, 'game_join', { responseCallback: JOIN_EXPECTED }),
       state: p(this.headers, 'game_state'),
       leave: p(this.headers, 'game_leave'),
+      leaveUnstarted: p(this.headers, 'game_leave', { responseCallback: LEAVE_UNSEATED }),
     };
   }
 
@@ -264,13 +281,15 @@ export class Api {
   }
 
   /** Leave a waiting game / resign an active one (tag game_leave); true on 2xx. */
-  leaveGame(id, own) {
+  leaveGame(id, own, unstarted) {
     setPhase();
-    const res = http.post(http.url`${this.base}/api/games/${id}/leave`, null, this.p.leave);
+    const res = http.post(http.url`${this.base}/api/games/${id}/leave`, null,
+      unstarted ? this.p.leaveUnstarted : this.p.leave);
     const ok = res.status >= 200 && res.status < 300;
+    const notSeated = unstarted === true && res.status === 403;
     const body = ok ? parseBody(res) : null;
-    classify('game_leave', res.status, false, body !== null && body.success === true, own);
+    classify('game_leave', res.status, notSeated, body !== null && body.success === true, own);
     this._after(res.status, res);
-    return ok;
+    return notSeated ? 'not_seated' : ok;
   }
 }

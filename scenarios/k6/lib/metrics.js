@@ -124,6 +124,17 @@ export function classify(name, status, expectedRace, contractOk, ownGame) {
   return failed;
 }
 
+/**
+ * A join answered 200 whose seat is not ours after all (RingRift's join reads the free seat and
+ * writes it without a lock, so every join of a herd is answered "Joined game successfully" and the
+ * last write keeps the seat): a contract failure of `game_join`, found when the game is looked at.
+ */
+export function seatLost() {
+  setPhase();
+  contractFailures.add(ONE, NAME_TAGS.game_join);
+  gameAborts.add(1, tagOf('reason', 'seat_lost'));
+}
+
 /** A server-side rate limit seen on the WebSocket (an `error` RATE_LIMITED event): counters only. */
 export function wsRateLimited() {
   setPhase();

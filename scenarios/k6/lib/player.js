@@ -5,11 +5,11 @@
 import { sleep } from 'k6';
 import exec from 'k6/execution';
 import ws from 'k6/ws';
-import { seatsTaken } from './api.js';
+import { seated, seatsTaken } from './api.js';
 import { windDownAtMs } from './config.js';
 import {
   aiMoveLatency, gameAborts, gameShapeUnformable, gamesActiveDelta, gamesCompleted, moveE2eLatency, moveStalled,
-  playersActiveDelta, setPhase, tagOf, wsErrors, wsRateLimited,
+  playersActiveDelta, seatLost, setPhase, tagOf, wsErrors, wsRateLimited,
 } from './metrics.js';
 import * as sio from './sio.js';
 
@@ -319,9 +319,16 @@ export class Player {
 
   lobbyCandidates(s, now) {
     this.pruneLobby(s, now, false);
-    const list = Object.keys(s.lobby).map((id) => s.lobby[id]);
-    list.sort((a, b) => a.at - b.at);
-    return list.map((e) => e.game);
+    // In random order: every idle player gets the same lobby events, and all of them trying the
+    // oldest game first is a herd (RingRift answered 74 joins of one 3-seat game with 200).
+    const list = Object.keys(s.lobby).map((id) => s.lobby[id].game);
+    for (let i = list.length - 1; i > 0; i--) {
+      const j = Math.floor(Math.random() * (i + 1));
+      const t = list[i];
+      list[i] = list[j];
+      list[j] = t;
+    }
+    return list;
   }
 
   // -- the session's clock ------------------------------------------------------------------
@@ -480,7 +487,10 @@ export class Player {
     const game = got.game;
     if (game === null) return;
     g.joiners = Math.max(g.joiners, seatsTaken(game) - 1);
-    if (TERMINAL[game.status]) {
+    if (!seated(game, this.api.userId)) {
+      seatLost(); // our 200 join was overwritten by a later one: not a participant, nothing to leave
+      this.endGame(s, null);
+    } else if (TERMINAL[game.status]) {
       g.endedSeen = true;
       gameAborts.add(1, tagOf('reason', 'cancelled'));
       this.endGame(s, null);
@@ -583,7 +593,7 @@ export class Player {
     if (!mine) {
       // Our HTTP join was answered 200 but the seat went to someone else (RingRift's join has no
       // lock: two joins of the last seat can both succeed). Not a participant: nothing to leave.
-      gameAborts.add(1, tagOf('reason', 'seat_lost'));
+      seatLost();
       this.endGame(s, null);
       return false;
     }
@@ -657,8 +667,23 @@ export class Player {
       this.endGame(s, null);
       return;
     }
-    if (code === 'ACCESS_DENIED' && ev === 'join_game') {
-      this.leave(s, g, 'join_denied');
+    if (ev === 'join_game' && s.mode === 'joining') {
+      // join_game refused (RingRift: ACCESS_DENIED, or INTERNAL_ERROR "Error joining game" for a
+      // user its HTTP join admitted but whose seat a later join took). Look at the seats first:
+      // not ours → seat lost, no leave (it would be a 403); ours → try again until the start
+      // deadline, then leave (start_timeout).
+      const got = this.api.ensureToken() ? this.api.gameState(g.id, true) : { status: 0, game: null };
+      if (s.g !== g || s.mode !== 'joining') return;
+      if (got.game !== null && !seated(got.game, this.api.userId)) {
+        seatLost();
+        this.endGame(s, null);
+      } else if (code === 'ACCESS_DENIED') {
+        this.leave(s, g, 'join_denied');
+      } else {
+        s.socket.setTimeout(() => {
+          if (s.g === g && s.mode === 'joining') this.send(s, sio.event('join_game', { gameId: g.id }));
+        }, RETRY_MS);
+      }
       return;
     }
     if (ev === 'player_move_by_id' && g.pendingAt > 0) {
@@ -679,7 +704,7 @@ export class Player {
     if (g.leaving || s.g !== g) return;
     g.leaving = true;
     if (reason !== null) gameAborts.add(1, tagOf('reason', reason));
-    if (this.api.ensureToken()) this.api.leaveGame(g.id, !g.endedSeen);
+    if (this.api.ensureToken() && this.api.leaveGame(g.id, !g.endedSeen, !g.started) === 'not_seated') seatLost();
     this.endGame(s, null);
   }
 
