@@ -48,6 +48,7 @@ export class Player {
     this.stallMs = g.stallMs;
     this.movesPerGame = g.movesPerGame;
     this.gamesPerSession = g.gamesPerSession;
+    this.unformable = g.unformable;
     this.moveTimeoutMs = Math.min(30000, Math.max(10000, 5 * g.stallMs));
     // No game_state at all for this long in a started game means it is stuck: leave. States come
     // after every move (human or AI); an AI move takes at most the AI timeout.
@@ -441,16 +442,21 @@ export class Player {
     }
     if (this.aiSeats > 0 && this.humans > 1 && game.status === 'active') {
       // RingRift's rule: a game with AI seats is active at creation, so no second human can
-      // join. The shape of this scenario cannot be formed: count it, leave, back off.
+      // join. The shape of this scenario cannot be formed: count it, then leave and back off
+      // (default), or play the game as the target formed it (game.unformable = 'play': its
+      // players are counted as they are seated, this human and the AI seats).
       setPhase();
       gameShapeUnformable.add(1);
-      this.api.leaveGame(game.id, true);
-      s.mode = 'idle';
-      s.nextAt = now + jitter(UNFORMABLE_BACKOFF_MS);
-      return;
+      if (this.unformable !== 'play') {
+        this.api.leaveGame(game.id, true);
+        s.mode = 'idle';
+        s.nextAt = now + jitter(UNFORMABLE_BACKOFF_MS);
+        return;
+      }
     }
     const g = this.newGame(s, game.id, true);
     g.createdAt = typeof game.createdAt === 'string' ? game.createdAt : null;
+    g.asFormed = this.aiSeats > 0 && this.humans > 1 && game.status === 'active';
     if (this.humans === 1 || game.status === 'active') this.sendJoin(s, g);
     else this.waitForSeats(s, g);
   }
@@ -460,7 +466,7 @@ export class Player {
       id, creator, started: false, endedSeen: false, deadline: 0, pollAt: 0,
       me: 0, isAi: {}, measureAi: false, lastStateAt: Date.now(), lastLen: 0, current: 0, validMoves: [],
       pendingAt: 0, pendingLen: 0, moveScheduled: false, rejects: 0, ownMoves: 0, leaving: false,
-      aiAt: 0, aiSeat: 0, aiLen: 0, joiners: 0, createdAt: null, aiCount: 0,
+      aiAt: 0, aiSeat: 0, aiLen: 0, joiners: 0, createdAt: null, aiCount: 0, asFormed: false,
     };
     s.g = g;
     return g;
@@ -518,7 +524,9 @@ export class Player {
     const len = hist.length;
     if (!g.started) {
       if (s.mode !== 'joining' && s.mode !== 'filling') return;
-      if (gs.gameStatus === 'active' && Array.isArray(gs.players) && gs.players.length >= this.maxPlayers) {
+      // A game played as formed (game.unformable = 'play') holds this human and its AI seats only.
+      const seats = g.asFormed ? 1 + this.aiSeats : this.maxPlayers;
+      if (gs.gameStatus === 'active' && Array.isArray(gs.players) && gs.players.length >= seats) {
         if (!this.startGame(s, g, gs)) return;
       } else {
         if (TERMINAL[gs.gameStatus]) {
