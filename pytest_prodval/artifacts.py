@@ -216,13 +216,7 @@ def write_run_artifacts(session: Any, scenario: Any, paths: RunPaths, report: Sl
     for path in (paths.k6_log, paths.summary, paths.dashboard, paths.server_metrics, *instance_files):
         if path.exists():
             session.redactor.redact_file(path)
-    try:
-        from .html import write_html
-
-        write_html(report, paths.html, baseline=session.baseline_report(report.scenario_id))
-        report.artifacts["html"] = paths.html.name
-    except ImportError:
-        pass
+    _write_html(session, report, paths.html)
     from .ci_reports import write_run_reports
 
     report.artifacts.update(write_run_reports(report, paths.folder, paths.stem, session.redactor))
@@ -235,6 +229,23 @@ def rewrite_report(session: Any, report: SloReport, report_path: Path) -> None:
     write_report(report, report_path)
     html = report.artifacts.get("html")
     if html:
+        _write_html(session, report, report_path.parent / html)
+
+
+def _write_html(session: Any, report: SloReport, path: Path) -> None:
+    """The HTML report; one that cannot be rendered costs a warning, never the run's verdicts
+    (the JSON report and JUnit are what CI reads)."""
+    import warnings
+
+    from .items import ProdvalWarning
+
+    try:
         from .html import write_html
 
-        write_html(report, report_path.parent / html, baseline=session.baseline_report(report.scenario_id))
+        write_html(report, path, baseline=session.baseline_report(report.scenario_id))
+    except Exception as exc:
+        report.artifacts.pop("html", None)
+        warnings.warn(ProdvalWarning(f"{report.scenario_id}: the HTML report could not be written "
+                                     f"({type(exc).__name__}: {exc}); the JSON report and JUnit are complete"))
+        return
+    report.artifacts["html"] = path.name

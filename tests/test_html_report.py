@@ -188,3 +188,29 @@ def test_renders_in_headless_chromium(tmp_path: Path, kind: str) -> None:
     keep = os.environ.get("PRODVAL_SCREENSHOT_DIR")
     if keep:  # for people who want to look at the renders
         shutil.copy(png, Path(keep) / f"report_{kind}.png")
+
+
+def test_an_html_report_that_cannot_be_rendered_costs_a_warning_not_the_verdicts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A template error (here: write_html raising) must not turn judged criteria into errors."""
+    import pytest_prodval.html as html_module
+    from pytest_prodval import artifacts
+    from pytest_prodval.items import ProdvalWarning
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise ValueError("template broke")
+
+    class Session:
+        def baseline_report(self, scenario_id: str) -> None:
+            return None
+
+    monkeypatch.setattr(html_module, "write_html", broken)
+    report = make_report()
+    report.artifacts["html"] = "old.html"
+    verdicts = [c.verdict for c in report.criteria]
+    with pytest.warns(ProdvalWarning, match="HTML report could not be written .*template broke.*JSON report and JUnit"):
+        artifacts._write_html(Session(), report, tmp_path / "r.html")
+    assert "html" not in report.artifacts and [c.verdict for c in report.criteria] == verdicts
+    monkeypatch.undo()
+    artifacts._write_html(Session(), report, tmp_path / "r.html")
+    assert report.artifacts["html"] == "r.html" and (tmp_path / "r.html").stat().st_size > 0
