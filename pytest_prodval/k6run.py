@@ -82,7 +82,6 @@ def k6_config(
     token_ttl_s: float | None,
     refresh_window_s: float,
     summary_path: Path,
-    unformable: str = "leave",
 ) -> dict[str, Any]:
     """The PRODVAL_CONFIG the k6 script reads (docs/contract.md §6); no secrets in it."""
     stages = [{"duration": format_duration(s.seconds * time_scale), "target": s.target} for s in scenario.stages]
@@ -108,7 +107,6 @@ def k6_config(
             "thinkTimeMs": game.think_time_ms,
             "stallMs": game.stall_ms,
             "timeControl": {"type": game.time_control, "initialTime": game.initial_time_s, "increment": game.increment_s},
-            "unformable": unformable,
         },
         "pool": {"prefix": pool.prefix, "domain": pool.domain, "size": pool.size, "emailFormat": pool.email_format},
         "auth": {"tokenTtlS": token_ttl_s, "refreshWindowS": refresh_window_s},
@@ -331,7 +329,7 @@ def run_scenario(session: ProdvalSession, scenario: Scenario, prepared: Prepared
     criteria = session.criteria(scenario)
     config = k6_config(scenario, criteria, prepared.target(), settings.pool, time_scale=settings.time_scale,
                        token_ttl_s=prepared.token_ttl_s, refresh_window_s=settings.refresh_window_s,
-                       summary_path=paths.summary, unformable=settings.unformable_games)
+                       summary_path=paths.summary)
     assert scenario.source is not None and prepared.k6_path is not None and session.environment is not None
     from .scripts import inspect, write_wrapper
 

@@ -133,7 +133,6 @@ class SloReport(BaseModel):
     started_at: str | None = None
     finished_at: str | None = None
     time_scale: float = 1.0
-    unformable_games: str = "leave"  # --prodval-unformable-games: what VUs did with games of another shape
     k6_version: str | None = None
     k6_exit_code: int | None = None
     complete: bool = True

@@ -249,8 +249,7 @@ class ProdvalSession:
         return SloReport(
             scenario_id=scenario.id, marker=scenario.marker, env=self.env_name,
             profile=self.settings.profile or scenario.profile, timestamp=paths.stem.rsplit("_", 1)[-1],
-            started_at=utc_now_iso(), time_scale=self.settings.time_scale,
-            unformable_games=self.settings.unformable_games, k6_version=prepared.k6_version,
+            started_at=utc_now_iso(), time_scale=self.settings.time_scale, k6_version=prepared.k6_version,
             steady_window_s=scenario.steady_window_s(self.settings.time_scale),
             targets=scenario.targets.model_dump(), token_ttl_s=prepared.token_ttl_s, token_ttl_source=prepared.token_ttl_source,
             bypass=prepared.bypass,

@@ -47,20 +47,6 @@ def _time_scale(value: str) -> float:
 
 
 EXECUTOR_KINDS = ("local", "segments", "k6-operator")
-# What a VU does with a game the target formed in another shape than the scenario's (RingRift
-# starts every game with AI seats at creation, so a second human cannot join it): `leave` it
-# (default: the scenario is never changed), or `play` it as formed. Either way the game counts in
-# game_shape_unformable_total, so game_shape_formed fails: `play` only adds load to judge by.
-UNFORMABLE_MODES = ("leave", "play")
-
-
-def _unformable(value: str | None) -> str:
-    if value is None:
-        return "leave"
-    if value not in UNFORMABLE_MODES:
-        raise pytest.UsageError(f"--prodval-unformable-games / PRODVAL_UNFORMABLE_GAMES: {value!r} is not a mode; "
-                                f"expected one of {', '.join(UNFORMABLE_MODES)}")
-    return value
 
 
 def _executor_kind(value: str | None) -> str | None:
@@ -125,10 +111,6 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption("--prodval-parallelism", metavar="N",
                     help="Number of k6 instances for segments / k6-operator (overrides parallelism and "
                          "vus_per_instance). Env var PRODVAL_PARALLELISM")
-    group.addoption("--prodval-unformable-games", metavar="MODE",
-                    help="A game the target formed in another shape than the scenario's (RingRift starts games with "
-                         "AI seats at once): leave it (default) or play it as formed; game_shape_formed fails either "
-                         "way. Env var PRODVAL_UNFORMABLE_GAMES")
     group.addoption("--prodval-out", action="append", default=[], metavar="VALUE",
                     help="An extra k6 output as k6 takes --out (experimental-prometheus-rw, influxdb=URL, csv=PATH, ...); "
                          "repeatable, added to the environment's outputs")
@@ -139,7 +121,6 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini("prodval_results_dir", "Results folder, relative to the ini file")
     parser.addini("prodval_profile", "Default SLO profile override")
     parser.addini("prodval_time_scale", "Default time scale")
-    parser.addini("prodval_unformable_games", "Default for --prodval-unformable-games (leave or play)")
     parser.addini("prodval_production_hosts", "Regex of host names that are production and must never be targeted")
 
 
@@ -262,7 +243,6 @@ class Settings(BaseModel):
     junit_properties: bool
     executor_kind: str | None = None  # --prodval-executor / PRODVAL_EXECUTOR
     parallelism: int | None = None  # --prodval-parallelism / PRODVAL_PARALLELISM
-    unformable_games: str = "leave"  # --prodval-unformable-games / PRODVAL_UNFORMABLE_GAMES
     production_hosts: re.Pattern[str]
     short_env_option: bool
     outputs: tuple[str, ...] = ()  # --prodval-out, after the environment's `outputs`
@@ -293,9 +273,6 @@ class Settings(BaseModel):
             where = self.baseline or self.results_dir
             lines.append(f"prodval: baseline {where}" + ("" if where.is_file() else
                          f" (median of the last {self.baseline_runs or DEFAULT_RUNS} GO runs of each scenario and env)"))
-        if self.unformable_games == "play" and self.active:
-            lines.append("prodval: games the target forms in another shape are played as formed "
-                         "(--prodval-unformable-games play); game_shape_formed still fails on each")
         if self.from_results:
             lines.append(f"prodval: re-evaluating {self.from_results} (no k6, no network)")
         if not self.short_env_option:
@@ -391,8 +368,6 @@ def load_settings(config: pytest.Config) -> Settings:
         junit_properties=bool(opt.prodval_junit_properties),
         executor_kind=_executor_kind(_pick(config, opt.prodval_executor, "PRODVAL_EXECUTOR", None)[0]),
         parallelism=_parallelism(_pick(config, opt.prodval_parallelism, "PRODVAL_PARALLELISM", None)[0]),
-        unformable_games=_unformable(_pick(config, opt.prodval_unformable_games, "PRODVAL_UNFORMABLE_GAMES",
-                                           "prodval_unformable_games")[0]),
         production_hosts=production_hosts,
         short_env_option=hasattr(opt, SHORT_ENV_DEST),
         outputs=tuple(opt.prodval_out),

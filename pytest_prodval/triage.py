@@ -44,8 +44,7 @@ def _counter(metrics: Mapping[str, Any], name: str) -> int:
     return int(entry.get("values", {}).get("count", 0))
 
 
-def causes(result: CriterionResult, metrics: Mapping[str, Any] | None, server: Any,
-           unformable_played: bool = False) -> list[str]:
+def causes(result: CriterionResult, metrics: Mapping[str, Any] | None, server: Any) -> list[str]:
     """What the data says about why `result` did not hold (empty when it says nothing)."""
     found: list[str] = []
     if metrics is None:
@@ -86,11 +85,6 @@ def causes(result: CriterionResult, metrics: Mapping[str, Any] | None, server: A
                                 "games_target_held", "players_target_held"):
         found.append(f"{lost:,} joins were answered 200 but the seat went to a later join (seat_lost): "
                      "the join route admits more players than a game has seats")
-    if result.name == "game_shape_formed" and _counter(metrics, "game_shape_unformable_total"):
-        found.append("each was played as the target formed it (--prodval-unformable-games play)"
-                     if unformable_played else
-                     "each was left at creation; --prodval-unformable-games play plays them as formed "
-                     "(the criterion still fails) to load the target anyway")
     if result.name in ("concurrent_games", "concurrent_players"):
         unformable = _counter(metrics, "game_shape_unformable_total")
         if unformable:
@@ -104,7 +98,7 @@ def annotate(report: SloReport, metrics: Mapping[str, Any] | None, server: Any) 
         if result.verdict not in ("fail", "warn", "error"):
             continue
         try:
-            found = causes(result, metrics, server, report.unformable_games == "play")
+            found = causes(result, metrics, server)
         except Exception:  # a hint must never break judging
             continue
         if found:

@@ -59,7 +59,6 @@ def test_fixtures_are_documented(pytester: pytest.Pytester) -> None:
     ("PRODVAL_BYPASS_LEASE_S", "0"),
     ("PRODVAL_LOCAL_FAULTS", "{not json"),
     ("LOADTEST_USER_POOL_DOMAIN", "no domain"),
-    ("PRODVAL_UNFORMABLE_GAMES", "reshape"),
 ])
 def test_a_bad_environment_variable_is_a_usage_error_naming_it(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
                                                                name: str, value: str) -> None:
@@ -68,24 +67,6 @@ def test_a_bad_environment_variable_is_a_usage_error_naming_it(pytester: pytest.
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert name in result.stderr.str()
     assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
-
-
-def test_unformable_games_mode_reaches_the_header_and_the_script_config(pytester: pytest.Pytester) -> None:
-    """--prodval-unformable-games play is said in the header; the script gets it in its config."""
-    from pytest_prodval.k6run import k6_config
-    from pytest_prodval.scenarios import load_catalogue
-    from pytest_prodval.settings import PoolSettings
-    from pytest_prodval.target import Target
-
-    result = pytester.runpytest("-m", "baseline", "--env", "local", "--collect-only", "-p", "no:cacheprovider",
-                                "--prodval-unformable-games", "play")
-    assert result.ret == pytest.ExitCode.OK, result.stderr.str()
-    result.stdout.fnmatch_lines(["prodval: games the target forms in another shape are played as formed*"])
-    scenario = next(s for s in load_catalogue(pytester.path / "scenarios").scenarios if s.marker == "target_scale")
-    target = Target(base_url="http://127.0.0.1:9", ws_url="ws://127.0.0.1:9/socket.io/?EIO=4&transport=websocket")
-    config = k6_config(scenario, [], target, PoolSettings(), time_scale=0.1, token_ttl_s=None,
-                       refresh_window_s=60, summary_path=pytester.path / "s.json", unformable="play")
-    assert config["game"]["unformable"] == "play"
 
 
 @pytest.mark.parametrize("spelling", ["two words", "equals"])

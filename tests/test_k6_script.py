@@ -315,37 +315,6 @@ def test_game_shape_unformable(tmp_path: Path, fault: bool) -> None:
 
 
 @pytest.mark.slow
-def test_game_shape_unformable_played_as_formed(tmp_path: Path) -> None:
-    """game.unformable = 'play' (--prodval-unformable-games play): each unformable game is still
-    counted, and its creator plays it as the target formed it (this human + the AI seat)."""
-    with LocalStack(log_dir=tmp_path / "stack-logs", faults={"ai_games_start_at_once": True}) as stack:
-        seed(stack, 12)
-        cfg = config(tmp_path, base_url=stack.base_url, ws_url=stack.ws_url,
-                     stages=[{"duration": "1s", "target": 4}, {"duration": "6s", "target": 4},
-                             {"duration": "1s", "target": 0}],
-                     steady={"startS": 1.0, "endS": 7.0}, wsCompanion={"enabled": False}, thresholds={},
-                     game={"unformable": "play"})
-        result = run_k6(tmp_path, cfg)
-    assert result.returncode == 0, result.stderr[-3000:]
-    _, values = summary_values(tmp_path)
-    raw = Raw(tmp_path / "raw.json")
-    unformable = values["game_shape_unformable_total"]["count"]
-    assert unformable >= 4 and raw.count("game_create", "201") == unformable  # every game counted
-    assert raw.starts() == unformable  # and played, none left at creation
-    assert values["move_e2e_latency"]["count"] > 0 and values["ai_move_latency"]["count"] > 0
-    _, players_peak, players_final = raw.running_sum("players_active_delta")
-    assert players_peak <= 2 * raw.starts() and players_final == 0  # 1 human + 1 AI seat per game, all closed
-    assert values["req_errors"]["passes"] == 0
-
-
-def test_unformable_mode_is_validated(tmp_path: Path) -> None:
-    """A mode the script does not know stops it before any VU starts (exit 107, the field named)."""
-    result = run_k6(tmp_path, config(tmp_path, game={"unformable": "change"}))
-    assert result.returncode == 107, result.stderr[-2000:]
-    assert "game.unformable" in result.stderr
-
-
-@pytest.mark.slow
 def test_list_route_500_and_lobby_matchmaking(tmp_path: Path) -> None:
     """RingRift's list route answers 500 always: each failure is counted as what it is (tag
     game_list), and multi-human games still form through lobby:game_created events."""

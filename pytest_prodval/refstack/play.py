@@ -160,10 +160,6 @@ class Play:
         first = game.id not in session.games
         session.games.add(game.id)
         seat.joined_room = True
-        if game.status == "active" and game.engine is None and game.ai_count:
-            # RingRift's AI game that other humans could not join: like RingRift, build it at the
-            # first join_game from the humans seated then and its AI seats, and play it as formed.
-            self._start_engine(game)
         await self.sio.emit("game_state", self.snapshot(game), to=session.sid)
         if game.status in TERMINAL and game.engine is not None:
             await self.sio.emit("game_over", self._game_over(game), to=session.sid)

@@ -120,9 +120,6 @@ function validateGame(cfg) {
   } else {
     requireInt(game, 'gamesPerSession', 'game.', 1);
   }
-  // A game the target formed in another shape (docs/contract.md §6.1): leave it, or play it.
-  if (game.unformable === undefined || game.unformable === null) game.unformable = 'leave';
-  requireOneOf(game, 'unformable', 'game.', ['leave', 'play']);
   return game;
 }
 

@@ -48,7 +48,6 @@ export class Player {
     this.stallMs = g.stallMs;
     this.movesPerGame = g.movesPerGame;
     this.gamesPerSession = g.gamesPerSession;
-    this.unformable = g.unformable;
     this.moveTimeoutMs = Math.min(30000, Math.max(10000, 5 * g.stallMs));
     // No game_state at all for this long in a started game means it is stuck: leave. States come
     // after every move (human or AI); an AI move takes at most the AI timeout.
@@ -442,21 +441,16 @@ export class Player {
     }
     if (this.aiSeats > 0 && this.humans > 1 && game.status === 'active') {
       // RingRift's rule: a game with AI seats is active at creation, so no second human can
-      // join. The shape of this scenario cannot be formed: count it, then leave and back off
-      // (default), or play the game as the target formed it (game.unformable = 'play': its
-      // players are counted as they are seated, this human and the AI seats).
+      // join. The shape of this scenario cannot be formed: count it, leave, back off.
       setPhase();
       gameShapeUnformable.add(1);
-      if (this.unformable !== 'play') {
-        this.api.leaveGame(game.id, true);
-        s.mode = 'idle';
-        s.nextAt = now + jitter(UNFORMABLE_BACKOFF_MS);
-        return;
-      }
+      this.api.leaveGame(game.id, true);
+      s.mode = 'idle';
+      s.nextAt = now + jitter(UNFORMABLE_BACKOFF_MS);
+      return;
     }
     const g = this.newGame(s, game.id, true);
     g.createdAt = typeof game.createdAt === 'string' ? game.createdAt : null;
-    g.asFormed = this.aiSeats > 0 && this.humans > 1 && game.status === 'active';
     if (this.humans === 1 || game.status === 'active') this.sendJoin(s, g);
     else this.waitForSeats(s, g);
   }
@@ -466,7 +460,7 @@ export class Player {
       id, creator, started: false, endedSeen: false, deadline: 0, pollAt: 0,
       me: 0, isAi: {}, measureAi: false, lastStateAt: Date.now(), lastLen: 0, current: 0, validMoves: [],
       pendingAt: 0, pendingLen: 0, moveScheduled: false, rejects: 0, ownMoves: 0, leaving: false,
-      aiAt: 0, aiSeat: 0, aiLen: 0, joiners: 0, createdAt: null, aiCount: 0, asFormed: false,
+      aiAt: 0, aiSeat: 0, aiLen: 0, joiners: 0, createdAt: null, aiCount: 0,
     };
     s.g = g;
     return g;
@@ -524,9 +518,7 @@ export class Player {
     const len = hist.length;
     if (!g.started) {
       if (s.mode !== 'joining' && s.mode !== 'filling') return;
-      // A game played as formed (game.unformable = 'play') holds this human and its AI seats only.
-      const seats = g.asFormed ? 1 + this.aiSeats : this.maxPlayers;
-      if (gs.gameStatus === 'active' && Array.isArray(gs.players) && gs.players.length >= seats) {
+      if (gs.gameStatus === 'active' && Array.isArray(gs.players) && gs.players.length >= this.maxPlayers) {
         if (!this.startGame(s, g, gs)) return;
       } else {
         if (TERMINAL[gs.gameStatus]) {
