@@ -61,7 +61,7 @@ does not parse) or None, by content."""
     try:
         data = json.loads(path.read_bytes()) if head != b"\x1f\x8b" else None
     except ValueError:
-        return "broken"
+        return None if _is_k6_log(text) else "broken"
     if not isinstance(data, dict):
         return None
     if "schema_version" in data and "scenario_id" in data:
@@ -71,6 +71,15 @@ does not parse) or None, by content."""
         first: Any = next(iter(metrics.values()), {})
         return "summary" if isinstance(first, dict) and "values" in first else "summary-export"
     return None
+
+
+def _is_k6_log(text: bytes) -> bool:
+    """k6's `--log-format json` lines (`{"level":…,"msg":…,"time":…}`): a log, not a broken summary."""
+    try:
+        first = json.loads(text.split(b"\n", 1)[0])
+    except ValueError:
+        return False
+    return isinstance(first, dict) and "level" in first and "msg" in first
 
 
 def summary_metrics(data: dict[str, Any]) -> dict[str, Any]:

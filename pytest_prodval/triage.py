@@ -80,6 +80,14 @@ def causes(result: CriterionResult, metrics: Mapping[str, Any] | None, server: A
         reasons = breakdown(server, "ringrift_ai_fallback_total", ("reason",))
         if reasons:
             found.append("fallbacks by reason: " + ", ".join(f"{k[0]} {v:,.0f}" for k, v in reasons[:3]))
+        outcomes = dict((k[0], v) for k, v in breakdown(server, "ringrift_ai_requests_total", ("outcome",)))
+        asked = outcomes.get("success", 0) + outcomes.get("error", 0)
+        if outcomes.get("fallback") and asked:
+            # RingRift counts the service call (success/error) and then the fallback move itself
+            # (outcome="fallback") in the same counter, so this share can never pass 50 %.
+            found.append(f"the target also counts each fallback in ringrift_ai_requests_total (outcome=fallback "
+                         f"{outcomes['fallback']:,.0f}): {outcomes['fallback']:,.0f} fallbacks for {asked:,.0f} "
+                         f"AI service calls = {outcomes['fallback'] / asked:.0%} of AI moves")
     lost = _counter(metrics, SEAT_LOST)
     if lost and result.name in ("contract_failures", "concurrent_games", "concurrent_players",
                                 "games_target_held", "players_target_held"):

@@ -106,6 +106,17 @@ def test_truncated_summary_is_a_clear_error(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*summary is not valid JSON (truncated?)*"])
 
 
+def test_the_runs_k6_log_in_the_folder_is_not_taken_for_a_broken_summary(pytester: pytest.Pytester) -> None:
+    """k6 writes its log as JSON lines (`--log-format json`): a folder of our artifacts holds one
+    beside the summary; re-judging the folder must read the run, not stop at the log."""
+    results = pytester.path / "results"
+    summary = write_run(results, BASELINE, metrics=passing_metrics("baseline"), games=20, players=60)
+    log = summary.with_name(summary.name.replace("_summary.json", "_k6.log"))
+    log.write_text('{"error":"request timeout","level":"warning","msg":"Request Failed","time":"2026-12-01T14:41:30Z"}\n' * 3)
+    result = _run(pytester, results, "-k", "http_401")
+    result.assert_outcomes(passed=1)
+
+
 def test_user_test_reads_the_run_through_the_fixture(pytester: pytest.Pytester) -> None:
     results = pytester.path / "results"
     write_run(results, BASELINE, metrics=passing_metrics("baseline"), games=20, players=60)
