@@ -53,7 +53,7 @@ def judge(
     report.verdict = report.decide()
     from .triage import annotate
 
-    annotate(report, metrics, server)
+    annotate(report, metrics, server, concurrency)
     return report
 
 

@@ -44,9 +44,13 @@ def _counter(metrics: Mapping[str, Any], name: str) -> int:
     return int(entry.get("values", {}).get("count", 0))
 
 
-def causes(result: CriterionResult, metrics: Mapping[str, Any] | None, server: Any) -> list[str]:
+def causes(result: CriterionResult, metrics: Mapping[str, Any] | None, server: Any,
+           client_games_peak: int | None = None) -> list[str]:
     """What the data says about why `result` did not hold (empty when it says nothing)."""
     found: list[str] = []
+    if result.name == "server_games_active_peak" and result.observed == 0 and client_games_peak:
+        found.append(f"the server's gauge stayed at 0 while the client held {client_games_peak:,} games at once: "
+                     "the target does not maintain ringrift_games_active")
     if metrics is None:
         return found
     spec = _PER_NAME.get(result.name)
@@ -100,13 +104,15 @@ def causes(result: CriterionResult, metrics: Mapping[str, Any] | None, server: A
     return found
 
 
-def annotate(report: SloReport, metrics: Mapping[str, Any] | None, server: Any) -> None:
+def annotate(report: SloReport, metrics: Mapping[str, Any] | None, server: Any,
+             concurrency: Mapping[str, Any] | None = None) -> None:
     """Add the data's causes to the hints of criteria that failed or errored."""
     for result in report.criteria:
         if result.verdict not in ("fail", "warn", "error"):
             continue
         try:
-            found = causes(result, metrics, server)
+            games = (concurrency or report.concurrency).get("games")
+            found = causes(result, metrics, server, games.peak if games is not None else None)
         except Exception:  # a hint must never break judging
             continue
         if found:

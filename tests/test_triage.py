@@ -68,3 +68,12 @@ def test_lost_seats_are_named_where_they_explain_the_failure() -> None:
     assert any("seat_lost" in line for line in causes(result("concurrent_games"), metrics, None))
     assert causes(result("login_latency_p95"), metrics, None) == []
     assert not any("seat_lost" in line for line in causes(result("contract_failures"), {}, None))
+
+
+def test_a_server_gauge_that_never_moves_is_named() -> None:
+    gauge = result("server_games_active_peak", "warn").model_copy(update={"observed": 0})
+    assert causes(gauge, {}, None, client_games_peak=94) == [
+        "the server's gauge stayed at 0 while the client held 94 games at once: the target does not maintain "
+        "ringrift_games_active"]
+    assert causes(gauge, {}, None, client_games_peak=0) == []
+    assert causes(gauge.model_copy(update={"observed": 12}), {}, None, client_games_peak=94) == []
