@@ -245,6 +245,7 @@ class Settings(BaseModel):
     parallelism: int | None = None  # --prodval-parallelism / PRODVAL_PARALLELISM
     production_hosts: re.Pattern[str]
     short_env_option: bool
+    moved_rootdir: Path | None = None  # pytest's rootdir, when an option's value moved it away from the project
     outputs: tuple[str, ...] = ()  # --prodval-out, after the environment's `outputs`
     pool: PoolSettings = PoolSettings()
     token_ttl_fallback_s: float | None = None  # LOADTEST_AUTH_TOKEN_TTL_S (plan §3.5)
@@ -275,6 +276,11 @@ class Settings(BaseModel):
                          f" (median of the last {self.baseline_runs or DEFAULT_RUNS} GO runs of each scenario and env)"))
         if self.from_results:
             lines.append(f"prodval: re-evaluating {self.from_results} (no k6, no network)")
+        if self.moved_rootdir is not None:
+            lines.append(f"prodval: pytest took its rootdir from an option's value ({self.moved_rootdir}; pytest reads "
+                         "existing paths among the arguments), so the terminal shows paths relative to it and the "
+                         "project's ini file is not read; JUnit names are unaffected. Write the option as "
+                         "--prodval-results-dir=DIR or add --rootdir .")
         if not self.short_env_option:
             lines.append("prodval: --env belongs to another plugin or conftest here; use --prodval-env")
         return lines
@@ -300,6 +306,16 @@ def project_dir(config: pytest.Config) -> Path:
     option values included, so `--prodval-results-dir /some/dir` would move it there.
     """
     return Path(config.inipath).parent if config.inipath else Path(config.invocation_params.dir)
+
+
+def _moved_rootdir(config: pytest.Config, values: list[str | None]) -> Path | None:
+    """pytest's rootdir when it is the value of one of our path options (pytest 8/9 take existing
+    paths among all arguments, option values too, for the rootdir when no ini file says)."""
+    rootpath = Path(config.rootpath)
+    if config.inipath is not None or rootpath == Path(config.invocation_params.dir):
+        return None
+    given = [(Path(config.invocation_params.dir) / value).resolve() for value in values if value]
+    return rootpath if any(path.is_relative_to(rootpath.resolve()) for path in given) else None
 
 
 def _folder(config: pytest.Config, value: str, source: str | None) -> Path:
@@ -370,6 +386,7 @@ def load_settings(config: pytest.Config) -> Settings:
         parallelism=_parallelism(_pick(config, opt.prodval_parallelism, "PRODVAL_PARALLELISM", None)[0]),
         production_hosts=production_hosts,
         short_env_option=hasattr(opt, SHORT_ENV_DEST),
+        moved_rootdir=_moved_rootdir(config, [opt.prodval_results_dir, opt.prodval_from_results]),
         outputs=tuple(opt.prodval_out),
         pool=pool_from_env(env_vars),
         token_ttl_fallback_s=_env_number(env_vars, "LOADTEST_AUTH_TOKEN_TTL_S", None, above=True),
