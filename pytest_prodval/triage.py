@@ -97,7 +97,7 @@ def causes(result: CriterionResult, metrics: Mapping[str, Any] | None, server: A
                                 "games_target_held", "players_target_held"):
         found.append(f"{lost:,} joins were answered 200 but the seat went to a later join (seat_lost): "
                      "the join route admits more players than a game has seats")
-    if result.name in ("concurrent_games", "concurrent_players"):
+    if result.name in ("concurrent_games", "concurrent_players", "games_target_held", "players_target_held"):
         unformable = _counter(metrics, "game_shape_unformable_total")
         if unformable:
             found.append(f"{unformable:,} games could not be formed (game_shape_formed): the target refused the shape")

@@ -77,3 +77,11 @@ def test_a_server_gauge_that_never_moves_is_named() -> None:
         "ringrift_games_active"]
     assert causes(gauge, {}, None, client_games_peak=0) == []
     assert causes(gauge.model_copy(update={"observed": 12}), {}, None, client_games_peak=94) == []
+
+
+def test_unformable_games_explain_every_concurrency_criterion() -> None:
+    metrics = {"game_shape_unformable_total": {"values": {"count": 925}}}
+    for name in ("concurrent_games", "concurrent_players", "games_target_held", "players_target_held"):
+        assert causes(result(name), metrics, None) == [
+            "925 games could not be formed (game_shape_formed): the target refused the shape"], name
+    assert causes(result("api_latency_p95"), metrics, None) == []
