@@ -4,7 +4,8 @@ A scenario file (`scenarios/<marker>.toml`) becomes a `Scenario` (stages, target
 settings, the steady window); a criterion as written in the catalogue or a scenario file is a
 `CriterionSpec` (thresholds per profile), and one resolved for a scenario and profile is a
 `Criterion`, the unit every item judges. Field problems are pydantic errors here; the loader
-(`scenarios`) turns them into a `ScenarioFileError` naming the file, the field and the value.
+(`scenarios`) turns them into a `ScenarioFileError` naming the file, the field and the value
+(defined here, below both the loader and `environments`, which raise it).
 """
 
 from __future__ import annotations
