@@ -31,13 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from .expressions import MetricRef, parse_metric
-from .rawreader import parse_time_ms, percentile
+from .rawfile import RawFile, parse_time_ms
 
 import orjson
 
 _loads = orjson.loads
 
-__all__ = ["BUFFER_VALUES", "Measured", "Query", "RawFileError", "measure", "queries_for", "query", "run_start"]
+__all__ = ["BUFFER_VALUES", "Measured", "Query", "RawFileError", "measure", "percentile", "queries_for", "query",
+           "run_start"]
 
 WINDOW_TAG = ("phase", "steady")  # the plugin's steady window, not a script tag
 RUN_START_METRIC = "prodval_run_start"  # a counter the plugin's wrapper adds once, when setup() ends
@@ -124,8 +125,8 @@ class _Acc:
     def ranks_needed(self, pcts: Iterable[float]) -> set[int]:
         ranks: set[int] = set()
         for pct in pcts:
-            i = pct / 100.0 * (self.count - 1)
-            ranks.update((int(math.floor(i)), int(math.ceil(i))))
+            low, high, _ = _ranks(self.count, pct)
+            ranks.update((low, high))
         return ranks
 
     def bins_of(self, ranks: set[int]) -> set[int]:
@@ -155,9 +156,29 @@ class _Acc:
     def pct(self, pct: float) -> float:
         if self.values is not None:
             raise AssertionError("use the kept values")
-        i = pct / 100.0 * (self.count - 1)
-        low, high = self.value_at(int(math.floor(i))), self.value_at(int(math.ceil(i)))
-        return low + (high - low) * (i - math.floor(i))
+        return _interpolated(self.count, pct, self.value_at)
+
+
+def percentile(sorted_values: Sequence[float], pct: float) -> float:
+    """k6's percentile (`p(N)` of a Trend): linear interpolation between closest ranks.
+
+    `sorted_values` must be sorted ascending and not empty; `pct` is in [0, 100].
+    """
+    return _interpolated(len(sorted_values), pct, sorted_values.__getitem__)
+
+
+def _ranks(count: int, pct: float) -> tuple[int, int, float]:
+    """k6's closest ranks (0-based) of `pct` among `count` sorted values, and the high one's weight."""
+    rank = pct / 100.0 * (count - 1)
+    low = math.floor(rank)
+    return low, math.ceil(rank), rank - low
+
+
+def _interpolated(count: int, pct: float, value_at: Callable[[int], float]) -> float:
+    """k6's percentile of `count` sorted values, each read by its 0-based rank."""
+    low, high, weight = _ranks(count, pct)
+    low_value = value_at(low)
+    return low_value if high == low else low_value + (value_at(high) - low_value) * weight
 
 
 def _bin(value: float) -> int:
@@ -235,9 +256,7 @@ class _State:
 
 def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
     """(line number, line) of a plain or gzip raw file; RawFileError on a cut stream or line."""
-    from .rawreader import _Source
-
-    source = _Source(path)
+    source = RawFile(path)
     rest = b""
     number = 0
     for block in source.blocks():

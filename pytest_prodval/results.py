@@ -97,10 +97,7 @@ def fill_from_summary(data: RunData, summary: dict[str, Any] | None) -> None:
 def percentiles_of(criteria: Sequence[Criterion]) -> list[float]:
     """k6's default percentiles plus every p(N) a criterion names."""
     pcts = {50.0, 90.0, 95.0, 99.0}
-    for criterion in criteria:
-        agg = criterion.expression.aggregation
-        if agg.startswith("p(") and agg.endswith(")"):
-            pcts.add(float(agg[2:-1]))
+    pcts.update(c.expression.percentile for c in criteria if c.expression.percentile is not None)
     return sorted(pcts)
 
 

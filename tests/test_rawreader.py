@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_prodval import rawreader
+from pytest_prodval import rawfile
 from pytest_prodval.concurrency import peak_concurrency
 from pytest_prodval.rawreader import parse_time_ms, percentile, read_raw
 
@@ -172,7 +172,7 @@ def test_small_blocks_give_the_same_result(tmp_path: Path, monkeypatch: pytest.M
     lines, _ = small_run(seed=5)
     path = write(tmp_path / "raw.json", lines)
     whole = read_raw(path, t0_ms=T0, steady=(1.0, 15.0), targets={"games": 1})
-    monkeypatch.setattr(rawreader, "_READ_SIZE", 997)  # lines straddle every block boundary
+    monkeypatch.setattr(rawfile, "_READ_SIZE", 997)  # lines straddle every block boundary
     pieces = read_raw(path, t0_ms=T0, steady=(1.0, 15.0), targets={"games": 1})
     assert pieces == whole
 
@@ -251,7 +251,7 @@ def test_split_writes_metric_lines_and_the_companion_points(tmp_path: Path) -> N
 
 
 def test_late_points_after_their_bucket_closed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(rawreader, "_READ_SIZE", 300)
+    monkeypatch.setattr(rawfile, "_READ_SIZE", 300)
     lines = [point("http_req_duration", T0 + s * 1000 + 10, float(s)) for s in range(20)]
     lines.append(point("http_req_duration", T0 + 500, 99.0))  # 19 s late
     lines.append(point("http_reqs", T0 + 500, 1))
