@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import re
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from pytest_prodval.artifacts import write_atomic
 from pytest_prodval.preflight import PreflightError, check_password_policy, check_pool_pattern
 from pytest_prodval.target import normalise_ws_url
 
@@ -82,14 +82,28 @@ def test_an_existing_folder_as_option_value_does_not_move_the_scenarios(pytester
     result.stdout.fnmatch_lines(["scenarios/baseline.toml::BCAP_STAGING_BASELINE_20G_60P::failed_requests_rate"])
 
 
-def test_artifacts_honour_the_umask(tmp_path: Path) -> None:
-    path = tmp_path / "x_slo_report.json"
-    write_atomic(path, "{}")
-    mode = stat.S_IMODE(path.stat().st_mode)
-    umask = os.umask(0)
-    os.umask(umask)
-    assert mode == 0o666 & ~umask
-    assert mode & stat.S_IRGRP  # not the temporary file's private 0600 (with the usual umask 022)
+# The writers run in a fresh interpreter with the umask set first: the mode is read once, at import.
+UMASK_WRITER = """
+import os, sys
+from pathlib import Path
+os.umask(int(sys.argv[2], 8))
+from pytest_prodval.artifacts import write_atomic, write_report
+from pytest_prodval.html import write_html
+from pytest_prodval.models import SloReport
+folder = Path(sys.argv[1])
+report = SloReport(scenario_id="BCAP_X", marker="x", env="local", profile="staging", timestamp="20261201T000000Z")
+write_report(report, folder / "x_slo_report.json")
+write_html(report, folder / "x_report.html")
+write_atomic(folder / "go_no_go.json", "{}")
+"""
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o027, 0o640), (0o002, 0o664)], ids=["umask-027", "umask-002"])
+def test_artifacts_honour_the_umask(tmp_path: Path, umask: int, mode: int) -> None:
+    """Not the temporary file's private 0600, and not a fixed 0644 either: what the umask gives."""
+    subprocess.run([sys.executable, "-c", UMASK_WRITER, str(tmp_path), oct(umask)], check=True, timeout=60)
+    written = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert written == dict.fromkeys(["x_slo_report.json", "x_report.html", "go_no_go.json"], mode)
 
 
 @pytest.mark.parametrize(("given", "expected"), [
