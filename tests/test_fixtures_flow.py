@@ -156,3 +156,20 @@ def test_xdist_installed_but_not_loaded(pytester: pytest.Pytester, monkeypatch: 
                                 "-p", "no:cacheprovider")
     assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
     result.assert_outcomes(errors=1)
+
+
+def test_k6_gets_the_seeder_password_and_the_bypass_token_never_the_admin_token(monkeypatch: pytest.MonkeyPatch,
+                                                                                tmp_path: Path) -> None:
+    """The child's environment passes LOADTEST_USER_PASSWORD through (an earlier one dropped a
+    LOADTEST_PASSWORD nothing uses); the secrets it carries are the ones a k6-operator Secret holds."""
+    from pytest_prodval.k6run import SECRET_VARS, k6_env
+
+    monkeypatch.setenv("LOADTEST_USER_PASSWORD", "Seeder-Secret-1")
+    monkeypatch.setenv("RATE_LIMIT_BYPASS_TOKEN", "bypass-token-0123456789")
+    monkeypatch.setenv("PRODVAL_ADMIN_TOKEN", "admin-token-never-in-k6")
+    env = k6_env({"scenarioId": "BCAP_X"}, "Pool-Secret-2", tmp_path / "dashboard.html", duration_s=60)
+    assert (env["LOADTEST_USER_PASSWORD"], env["LOADTEST_USER_POOL_PASSWORD"], env["RATE_LIMIT_BYPASS_TOKEN"]) == (
+        "Seeder-Secret-1", "Pool-Secret-2", "bypass-token-0123456789")
+    assert "PRODVAL_ADMIN_TOKEN" not in env
+    assert env["PRODVAL_CONFIG"] == '{"scenarioId": "BCAP_X"}'
+    assert set(SECRET_VARS) == {"LOADTEST_USER_PASSWORD", "LOADTEST_USER_POOL_PASSWORD", "RATE_LIMIT_BYPASS_TOKEN"}
