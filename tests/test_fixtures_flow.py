@@ -173,3 +173,22 @@ def test_k6_gets_the_seeder_password_and_the_bypass_token_never_the_admin_token(
     assert "PRODVAL_ADMIN_TOKEN" not in env
     assert env["PRODVAL_CONFIG"] == '{"scenarioId": "BCAP_X"}'
     assert set(SECRET_VARS) == {"LOADTEST_USER_PASSWORD", "LOADTEST_USER_POOL_PASSWORD", "RATE_LIMIT_BYPASS_TOKEN"}
+
+
+def test_a_criterion_the_environment_has_no_source_for_is_skipped_with_its_reason(pytester: pytest.Pytester,
+                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """`[staging.not_applicable]` in data: the item is skipped with the reason, before any step runs
+    (never judged "no data, pass", never an ERROR on every run); elsewhere the criterion is judged."""
+    for name in ("STAGING_URL", "WS_URL", "AI_SERVICE_URL"):
+        monkeypatch.setenv(name, "http://127.0.0.1:8")
+    pytester.makeconftest(DEAD_TARGET_CONFTEST)
+    args = ("-m", "baseline", "-k", "move_server_processing_p95", "-p", "no:cacheprovider")
+    result = pytester.runpytest(*args, "--env", "staging", "-rs", "--junitxml", "slo.xml")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["SKIPPED * move_server_processing_p95: not applicable here: RingRift declares "
+                                 "ringrift_game_move_latency_seconds but never observes it*"])
+    assert "preflight" not in result.stdout.str()  # nothing was sent to the (dead) target
+    assert 'type="pytest.skip" message="move_server_processing_p95: not applicable here' in (pytester.path / "slo.xml").read_text()
+    # The embedded stack observes the histogram: there the same criterion is an item like any other.
+    pytester.runpytest(*args, "--env", "local", "--collect-only", "-q").stdout.fnmatch_lines(
+        ["scenarios/baseline.toml::BCAP_STAGING_BASELINE_20G_60P::move_server_processing_p95"])
