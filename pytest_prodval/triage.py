@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .facts import REQUEST_NAMES
-from .models import CriterionResult, SloReport
+from .models import BypassRecord, CriterionResult, SloReport
 
 # criterion -> (per-name rate, which value counts: "passes" = true samples, "fails" = false ones)
 _PER_NAME = {
@@ -44,11 +44,20 @@ def _counter(metrics: Mapping[str, Any], name: str) -> int:
     return int(entry.get("values", {}).get("count", 0))
 
 
-def causes(result: CriterionResult, metrics: Mapping[str, Any] | None, server: Any) -> list[str]:
+# The bypass was switched on, but its check before load (preflight.limit_probe) saw pool user 1
+# still counted by a limiter: one the bypass does not cover.
+BYPASS_NOT_EFFECTIVE = ("the rate-limit bypass was on, but its check before load found pool user 1 still counted "
+                        "by a limiter (X-RateLimit-Remaining set): a limiter the bypass does not cover")
+
+
+def causes(result: CriterionResult, metrics: Mapping[str, Any] | None, server: Any,
+           bypass: BypassRecord | None = None) -> list[str]:
     """What the data says about why `result` did not hold (empty when it says nothing)."""
     found: list[str] = []
     if metrics is None:
         return found
+    if result.name == "http_429_rate" and bypass is not None and bypass.verified_on is False:
+        found.append(BYPASS_NOT_EFFECTIVE)
     spec = _PER_NAME.get(result.name)
     if spec is not None:
         rate, side, what = spec
@@ -93,7 +102,7 @@ def annotate(report: SloReport, metrics: Mapping[str, Any] | None, server: Any) 
         if result.verdict not in ("fail", "warn", "error"):
             continue
         try:
-            found = causes(result, metrics, server)
+            found = causes(result, metrics, server, report.bypass)
         except Exception:  # a hint must never break judging
             continue
         if found:
