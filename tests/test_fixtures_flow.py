@@ -192,3 +192,29 @@ def test_a_criterion_the_environment_has_no_source_for_is_skipped_with_its_reaso
     # The embedded stack observes the histogram: there the same criterion is an item like any other.
     pytester.runpytest(*args, "--env", "local", "--collect-only", "-q").stdout.fnmatch_lines(
         ["scenarios/baseline.toml::BCAP_STAGING_BASELINE_20G_60P::move_server_processing_p95"])
+
+
+SEEDING_RECORDER = '''
+import pytest
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_prodval_seed_users(config, base_url, emails, password, admin_token):
+    with open("seeded.txt", "a") as log:
+        log.write(f"{len(emails)} users\\n")
+'''
+
+
+def test_a_bypass_pattern_that_misses_the_pool_errors_the_run_before_any_user_is_created(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """RingRift's default pattern needs a dot after "loadtest": the pool would be rate limited
+    all run long. A preflight error showing both values, and nothing seeded first."""
+    monkeypatch.setenv("RATE_LIMIT_BYPASS_USER_PATTERN", r"^loadtest\..+@loadtest\.local$")
+    monkeypatch.delenv("RATE_LIMIT_BYPASS_TOKEN", raising=False)
+    pytester.makeconftest(SEEDING_RECORDER)
+    result = pytester.runpytest("-m", "baseline", "--env", "local", "--prodval-bypass", "true", "-k", "api_latency_p95",
+                                "--prodval-results-dir", "res", "-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([r"*preflight (bypass) failed: the rate-limit bypass is on but its user pattern "
+                                 r"'^loadtest\..+@loadtest\.local$' does not match the pool e-mail "
+                                 "'loadtest_user_1@loadtest.local'*"])
+    assert not (pytester.path / "seeded.txt").exists()
