@@ -216,8 +216,11 @@ def test_errors_contract_lost_games_and_unreachable_concurrency_fail(
     # The server's own gauge agrees: fewer active games than the target (warn level: reported only).
     assert run.criterion("server_games_active_peak")["verdict"] == "warn"
     assert run.criterion("server_games_active_peak")["observed"] < 5
-    # The hints name what the data shows: the failing endpoints, by the script's tags.
+    # The hints name what the data shows: the failing endpoints, by the script's tags, and the
+    # route the server itself counted 5xx on (its http_requests_total), the one route_500 breaks.
     assert "by endpoint" in (run.criterion("failed_requests_rate")["hint"] or "")
+    for name in ("failed_requests_rate", "true_error_rate", "availability"):
+        assert re.search(r"5xx by the server's own count: /api/games/lobby/available 500 \d", run.criterion(name)["hint"])
     # With this many faults few games (often none) form; that they are counted at all the healthy run proves.
     games = run.report["concurrency"]["games"]["peak"]
     assert games <= 4
@@ -301,6 +304,8 @@ def test_strict_rate_limits_fail_429_and_websocket_connects(
     message = run.message("http_429_rate")
     assert re.search(r"http_429_rate rate \d+\.\d\d% >= 0\.10% \(staging profile, [\d,]+ requests\); expected rate<0\.001\n"
                      r"hint: 429s: increase LOADTEST_USER_POOL_SIZE or enable the staging bypass", message), message
+    # The server's own counter names the limiter that refused them (ringrift_rate_limit_hits_total).
+    assert re.search(r"the server's limiters: websocket/websocket:connect \d", run.criterion("http_429_rate")["hint"])
     # Players' WebSocket connects are refused; the companions' (2 requests) get through.
     assert run.criterion("ws_connection_success")["observed"] < 0.99
 
