@@ -34,17 +34,9 @@ TTL_VAR = "LOADTEST_AUTH_TOKEN_TTL_S"
 POOL_HEADROOM = 4 / 3  # plan §3.3: 400 users for 300 VUs
 
 # Triage hints (plan §8, plus the preflight steps of §3 they point back to).
-HINT_401 = (
-    f"401s: set {TTL_VAR} to the actual token TTL or make the auth API return expiresIn; "
-    f"check the pool was seeded with the password k6 uses ({SEEDER_PASSWORD_VAR} = {POOL_PASSWORD_VAR}) (plan §8, §3.2, §3.5)"
-)
 HINT_429 = (
     f"429s: increase {POOL_SIZE_VAR} (>= peak VUs, ~1.33x recommended) or enable the staging "
     "rate-limit bypass for load-test users (--prodval-bypass / RATE_LIMIT_BYPASS_ENABLED) (plan §8, §3.3, §3.4)"
-)
-HINT_AI = (
-    "AI latency spikes: confirm AI service scaling, queue depth and model selection; "
-    "rerun AI-heavy only after remediation (plan §8)"
 )
 HINT_LOGIN = (
     "seed the pool (--prodval-seed / SEED_LOADTEST_USERS=true) with the password k6 uses: "

@@ -71,11 +71,6 @@ class _Failed(Exception):
     """One user could not be seeded; the message is the short reason."""
 
 
-def pool_emails(prefix: str, domain: str, size: int) -> list[str]:
-    """The pool's e-mails, `{prefix}{n}@{domain}` for n = 1..size (k6 VU n uses user ((n-1) % size)+1)."""
-    return [f"{prefix}{n}@{domain}" for n in range(1, size + 1)]
-
-
 async def seed_users_http(
     base_url: str,
     *,

@@ -148,6 +148,8 @@ class ProdvalSession:
             return prepared
         assert self.environment is not None
         with self._recording(prepared):
+            # Before anything is created: a pool the server will not bypass needs no users.
+            preflight.check_bypass_reaches_pool(self.settings)
             seed = self.settings.seed if self.settings.seed is not None else self.environment.embedded
             if seed:
                 result = self.config.hook.pytest_prodval_seed_users(
@@ -159,7 +161,6 @@ class ProdvalSession:
             token = preflight.probe_login(prepared.base_url or "", self.pool.email(1), self.password or "",
                                           ttl_fallback_s=self.settings.token_ttl_fallback_s)
             prepared.token_ttl_s, prepared.token_ttl_source = token.ttl_s, token.source
-            preflight.check_bypass_reaches_pool(self.settings)
         return prepared
 
     @contextmanager

@@ -138,7 +138,7 @@ def option_taken(parser: pytest.Parser, name: str) -> bool:
     """Whether any option group already defines `name` (argparse would refuse a second one).
 
     Private pytest API, kept here alone: `Parser._anonymous` / `_groups` (checked on pytest
-    9.0.3); pytest has no public way to ask whether an option exists before adding it.
+    9.0.3 and 9.2.0); pytest has no public way to ask whether an option exists before adding it.
     """
     groups = [getattr(parser, "_anonymous", None), *getattr(parser, "_groups", [])]
     return any(name in option.names() for group in groups if group is not None for option in group.options)

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .facts import REQUEST_NAMES, SEAT_LOST
-from .models import CriterionResult, SloReport
+from .models import BypassRecord, CriterionResult, SloReport
 
 # criterion -> (per-name rate, which value counts: "passes" = true samples, "fails" = false ones)
 _PER_NAME = {
@@ -44,8 +44,14 @@ def _counter(metrics: Mapping[str, Any], name: str) -> int:
     return int(entry.get("values", {}).get("count", 0))
 
 
+# The bypass was switched on, but its check before load (preflight.limit_probe) saw pool user 1
+# still counted by a limiter: one the bypass does not cover.
+BYPASS_NOT_EFFECTIVE = ("the rate-limit bypass was on, but its check before load found pool user 1 still counted "
+                        "by a limiter (X-RateLimit-Remaining set): a limiter the bypass does not cover")
+
+
 def causes(result: CriterionResult, metrics: Mapping[str, Any] | None, server: Any,
-           client_games_peak: int | None = None) -> list[str]:
+           bypass: BypassRecord | None = None, client_games_peak: int | None = None) -> list[str]:
     """What the data says about why `result` did not hold (empty when it says nothing)."""
     found: list[str] = []
     if result.name == "server_games_active_peak" and result.observed == 0 and client_games_peak:
@@ -53,6 +59,8 @@ def causes(result: CriterionResult, metrics: Mapping[str, Any] | None, server: A
                      "the target does not maintain ringrift_games_active")
     if metrics is None:
         return found
+    if result.name == "http_429_rate" and bypass is not None and bypass.verified_on is False:
+        found.append(BYPASS_NOT_EFFECTIVE)
     spec = _PER_NAME.get(result.name)
     if spec is not None:
         rate, side, what = spec
@@ -112,7 +120,7 @@ def annotate(report: SloReport, metrics: Mapping[str, Any] | None, server: Any,
             continue
         try:
             games = (concurrency or report.concurrency).get("games")
-            found = causes(result, metrics, server, games.peak if games is not None else None)
+            found = causes(result, metrics, server, report.bypass, games.peak if games is not None else None)
         except Exception:  # a hint must never break judging
             continue
         if found:

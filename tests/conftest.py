@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpcore  # noqa: F401  (see below: imported here so that it is imported once)
 import httpx
@@ -105,10 +105,29 @@ def require_tool(*names: str, install: str) -> str:
         found = shutil.which(name)
         if found:
             return found
-    message = f"{names[0]} is not installed ({install})"
+    missing(f"{names[0]} is not installed ({install})")
+
+
+def require_module(name: str, *, install: str = 'pip install -e ".[test]"') -> Any:
+    """The imported module `name` (a test extra). Missing: a failure in CI (the env var CI is set),
+    where the suite must really run the tests that need it; a skip of the whole module elsewhere
+    (a plain `pip install -e .` still collects the other tests). Not `pytest.importorskip`: it
+    skips in CI too."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        message = f"{name} is not installed ({install}): {exc}"
+    missing(message)
+
+
+def missing(message: str) -> NoReturn:
+    """A requirement of the suite is absent: a failure when CI is set, a skip (of the test, or of
+    the module while it is imported) elsewhere."""
     if os.environ.get("CI"):
         pytest.fail(f"{message}: required when CI is set", pytrace=False)
-    pytest.skip(message)
+    pytest.skip(message, allow_module_level=True)
 
 
 PROMETHEUS_INSTALL = "apt-get install -y --no-install-recommends prometheus"

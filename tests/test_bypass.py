@@ -281,3 +281,18 @@ def test_the_default_switch_is_the_first_that_applies(monkeypatch: pytest.Monkey
     assert type(controller).__name__ == expected
     if env_commands:
         assert (controller.enable_cmd, controller.disable_cmd) == (["deploy", "on"], ["deploy", "off"])  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("verified_on", [False, True, None])
+def test_429s_after_a_bypass_that_did_not_cover_pool_user_1_say_so(verified_on: bool | None) -> None:
+    """The check before load is recorded; when it found pool user 1 still limited, the 429 hint names that."""
+    from pytest_prodval.models import BypassRecord, CriterionResult, SloReport
+    from pytest_prodval.triage import BYPASS_NOT_EFFECTIVE, annotate
+
+    failed = CriterionResult(name="http_429_rate", scenario_id="BCAP_X", metric="status_429{phase:steady}",
+                             expression="rate<0.001", aggregation="rate", operator="<", threshold=0.001, observed=0.2,
+                             profile="staging", samples=100, verdict="fail", hint="429s: increase the pool.")
+    report = SloReport(scenario_id="BCAP_X", marker="x", env="staging", profile="staging", timestamp="20261201T000000Z",
+                       criteria=[failed], bypass=BypassRecord(pattern=PATTERN, verified_on=verified_on))
+    annotate(report, {}, None)
+    assert (BYPASS_NOT_EFFECTIVE in (report.criteria[0].hint or "")) is (verified_on is False)

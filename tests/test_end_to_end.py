@@ -25,9 +25,16 @@ def test_smoke_run_produces_every_artifact_docs_and_decision(pytester: pytest.Py
     results = pytester.path / "res"
     result = pytester.runpytest_subprocess(
         "--env", "local", "-m", "smoke", "--prodval-results-dir", str(results), "--junitxml", "slo.xml",
-        "--prodval-update-docs", timeout=240,
+        "--prodval-update-docs", "--setup-show", timeout=240,
     )
     result.assert_outcomes(passed=29)
+    # The README's steps are fixtures, set up once, in its order; the run's is the items' own.
+    out = result.stdout.str()
+    steps = [out.find(f"SETUP    S {name}") for name in ("prodval_target", "prodval_preflight", "prodval_pool",
+                                                       "prodval_bypass")]
+    assert -1 not in steps and steps == sorted(steps), steps
+    assert out.count("SETUP    S prodval_pool") == 1 and out.count("SETUP    F prodval_run") == 29
+    assert steps[-1] < out.find("SETUP    F prodval_run") < out.find("TEARDOWN S prodval_target")
     # The healthy half of the fault matrix (tests/test_criteria_faults.py): every criterion of
     # the catalogue is a JUnit testcase and passes on a healthy stack, warn-level ones included.
     catalogue = load_catalogue(pytester.path / "scenarios")

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import re
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from pytest_prodval.artifacts import write_atomic
 from pytest_prodval.preflight import PreflightError, check_password_policy, check_pool_pattern
 from pytest_prodval.target import normalise_ws_url
 
@@ -86,14 +86,28 @@ def test_an_existing_folder_as_option_value_does_not_move_the_scenarios(pytester
     assert len(moved) == (1 if spelling == "two words" else 0), header.stdout.str()
 
 
-def test_artifacts_honour_the_umask(tmp_path: Path) -> None:
-    path = tmp_path / "x_slo_report.json"
-    write_atomic(path, "{}")
-    mode = stat.S_IMODE(path.stat().st_mode)
-    umask = os.umask(0)
-    os.umask(umask)
-    assert mode == 0o666 & ~umask
-    assert mode & stat.S_IRGRP  # not the temporary file's private 0600 (with the usual umask 022)
+# The writers run in a fresh interpreter with the umask set first: the mode is read once, at import.
+UMASK_WRITER = """
+import os, sys
+from pathlib import Path
+os.umask(int(sys.argv[2], 8))
+from pytest_prodval.artifacts import write_atomic, write_report
+from pytest_prodval.html import write_html
+from pytest_prodval.models import SloReport
+folder = Path(sys.argv[1])
+report = SloReport(scenario_id="BCAP_X", marker="x", env="local", profile="staging", timestamp="20261201T000000Z")
+write_report(report, folder / "x_slo_report.json")
+write_html(report, folder / "x_report.html")
+write_atomic(folder / "go_no_go.json", "{}")
+"""
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o027, 0o640), (0o002, 0o664)], ids=["umask-027", "umask-002"])
+def test_artifacts_honour_the_umask(tmp_path: Path, umask: int, mode: int) -> None:
+    """Not the temporary file's private 0600, and not a fixed 0644 either: what the umask gives."""
+    subprocess.run([sys.executable, "-c", UMASK_WRITER, str(tmp_path), oct(umask)], check=True, timeout=60)
+    written = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert written == dict.fromkeys(["x_slo_report.json", "x_report.html", "go_no_go.json"], mode)
 
 
 @pytest.mark.parametrize(("given", "expected"), [
@@ -146,3 +160,65 @@ def test_xdist_installed_but_not_loaded(pytester: pytest.Pytester, monkeypatch: 
                                 "-p", "no:cacheprovider")
     assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
     result.assert_outcomes(errors=1)
+
+
+def test_k6_gets_the_seeder_password_and_the_bypass_token_never_the_admin_token(monkeypatch: pytest.MonkeyPatch,
+                                                                                tmp_path: Path) -> None:
+    """The child's environment passes LOADTEST_USER_PASSWORD through (an earlier one dropped a
+    LOADTEST_PASSWORD nothing uses); the secrets it carries are the ones a k6-operator Secret holds."""
+    from pytest_prodval.k6run import SECRET_VARS, k6_env
+
+    monkeypatch.setenv("LOADTEST_USER_PASSWORD", "Seeder-Secret-1")
+    monkeypatch.setenv("RATE_LIMIT_BYPASS_TOKEN", "bypass-token-0123456789")
+    monkeypatch.setenv("PRODVAL_ADMIN_TOKEN", "admin-token-never-in-k6")
+    env = k6_env({"scenarioId": "BCAP_X"}, "Pool-Secret-2", tmp_path / "dashboard.html", duration_s=60)
+    assert (env["LOADTEST_USER_PASSWORD"], env["LOADTEST_USER_POOL_PASSWORD"], env["RATE_LIMIT_BYPASS_TOKEN"]) == (
+        "Seeder-Secret-1", "Pool-Secret-2", "bypass-token-0123456789")
+    assert "PRODVAL_ADMIN_TOKEN" not in env
+    assert env["PRODVAL_CONFIG"] == '{"scenarioId": "BCAP_X"}'
+    assert set(SECRET_VARS) == {"LOADTEST_USER_PASSWORD", "LOADTEST_USER_POOL_PASSWORD", "RATE_LIMIT_BYPASS_TOKEN"}
+
+
+def test_a_criterion_the_environment_has_no_source_for_is_skipped_with_its_reason(pytester: pytest.Pytester,
+                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """`[staging.not_applicable]` in data: the item is skipped with the reason, before any step runs
+    (never judged "no data, pass", never an ERROR on every run); elsewhere the criterion is judged."""
+    for name in ("STAGING_URL", "WS_URL", "AI_SERVICE_URL"):
+        monkeypatch.setenv(name, "http://127.0.0.1:8")
+    pytester.makeconftest(DEAD_TARGET_CONFTEST)
+    args = ("-m", "baseline", "-k", "move_server_processing_p95", "-p", "no:cacheprovider")
+    result = pytester.runpytest(*args, "--env", "staging", "-rs", "--junitxml", "slo.xml")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["SKIPPED * move_server_processing_p95: not applicable here: RingRift declares "
+                                 "ringrift_game_move_latency_seconds but never observes it*"])
+    assert "preflight" not in result.stdout.str()  # nothing was sent to the (dead) target
+    assert 'type="pytest.skip" message="move_server_processing_p95: not applicable here' in (pytester.path / "slo.xml").read_text()
+    # The embedded stack observes the histogram: there the same criterion is an item like any other.
+    pytester.runpytest(*args, "--env", "local", "--collect-only", "-q").stdout.fnmatch_lines(
+        ["scenarios/baseline.toml::BCAP_STAGING_BASELINE_20G_60P::move_server_processing_p95"])
+
+
+SEEDING_RECORDER = '''
+import pytest
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_prodval_seed_users(config, base_url, emails, password, admin_token):
+    with open("seeded.txt", "a") as log:
+        log.write(f"{len(emails)} users\\n")
+'''
+
+
+def test_a_bypass_pattern_that_misses_the_pool_errors_the_run_before_any_user_is_created(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """RingRift's default pattern needs a dot after "loadtest": the pool would be rate limited
+    all run long. A preflight error showing both values, and nothing seeded first."""
+    monkeypatch.setenv("RATE_LIMIT_BYPASS_USER_PATTERN", r"^loadtest\..+@loadtest\.local$")
+    monkeypatch.delenv("RATE_LIMIT_BYPASS_TOKEN", raising=False)
+    pytester.makeconftest(SEEDING_RECORDER)
+    result = pytester.runpytest("-m", "baseline", "--env", "local", "--prodval-bypass", "true", "-k", "api_latency_p95",
+                                "--prodval-results-dir", "res", "-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([r"*preflight (bypass) failed: the rate-limit bypass is on but its user pattern "
+                                 r"'^loadtest\..+@loadtest\.local$' does not match the pool e-mail "
+                                 "'loadtest_user_1@loadtest.local'*"])
+    assert not (pytester.path / "seeded.txt").exists()

@@ -18,9 +18,11 @@ from typing import Any
 
 import pytest
 
-# Test extras (pyproject [test]); a plain `pip install -e .` still collects the other tests.
-jsonschema = pytest.importorskip("jsonschema")
-yaml = pytest.importorskip("yaml")
+from conftest import require_module
+
+# Test extras (pyproject [test]): missing fails the suite in CI, skips this module elsewhere.
+jsonschema = require_module("jsonschema")
+yaml = require_module("yaml")
 
 from pytest_prodval.executors import manifests
 from pytest_prodval.scenarios import ExecutorConfig

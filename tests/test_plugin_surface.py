@@ -158,3 +158,26 @@ def test_bypass_without_a_switch_is_a_usage_error_at_start(pytester: pytest.Pyte
     # a switch of the user's own is enough
     pytester.makeconftest("def pytest_prodval_bypass_controller(config, prepared, session):\n    return None\n")
     assert pytester.runpytest("--collect-only", "--env", "staging", "--prodval-bypass", "true").ret == pytest.ExitCode.OK
+
+
+def test_the_session_is_a_plugin_registered_only_when_active(pytester: pytest.Pytester,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """pytest's LogXML pattern: the session's hooks are its methods; idle, it is simply not registered."""
+    pytester.makepyfile(test_registered="""
+        import os
+
+        def test_registered(request):
+            manager = request.config.pluginmanager
+            names = ("prodval-session", "prodval-junit", "prodval-ci-reports", "prodval-extras")
+            registered = [name for name in names if manager.get_plugin(name) is not None]
+            assert registered == (list(names) if os.environ["EXPECT_ACTIVE"] == "yes" else [])
+            session = manager.get_plugin("prodval-session")
+            if session is not None:
+                assert manager.get_name(session) == "prodval-session"
+                hooks = {impl.plugin for impl in manager.hook.pytest_collection_modifyitems.get_hookimpls()}
+                assert session in hooks
+    """)
+    monkeypatch.setenv("EXPECT_ACTIVE", "no")
+    pytester.runpytest("test_registered.py", "-p", "no:cacheprovider").assert_outcomes(passed=1)
+    monkeypatch.setenv("EXPECT_ACTIVE", "yes")
+    pytester.runpytest("test_registered.py", "--env", "local", "-p", "no:cacheprovider").assert_outcomes(passed=1)

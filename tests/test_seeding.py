@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from pytest_prodval.seeding import SeedingError, SeedResult, pool_emails, seed_users, seed_users_http
+from pytest_prodval.seeding import SeedingError, SeedResult, seed_users, seed_users_http
+from pytest_prodval.settings import PoolSettings
 from pytest_prodval.refstack.launcher import LocalStack
 
 PASSWORD = "SeedPass123!"
@@ -33,11 +34,20 @@ def change_password(stack: LocalStack, email: str, password: str) -> None:
     assert response.status_code == 200, response.text
 
 
-def test_pool_emails_follow_the_k6_pool_naming() -> None:
+def pool_emails(prefix: str, domain: str, size: int) -> list[str]:
+    """Users 1..size of a pool, as the session seeds them (`PoolSettings.email`)."""
+    pool = PoolSettings(prefix=prefix, domain=domain, size=size)
+    return [pool.email(n) for n in range(1, size + 1)]
+
+
+def test_pool_emails_are_the_format_the_k6_script_gets() -> None:
+    """One fact: the e-mails seeded are the `pool.emailFormat` k6 fills in with its VU number."""
     assert pool_emails("loadtest_user_", "loadtest.local", 3) == [
         "loadtest_user_1@loadtest.local", "loadtest_user_2@loadtest.local", "loadtest_user_3@loadtest.local",
     ]
-    assert pool_emails("u", "d", 0) == []
+    pool = PoolSettings(prefix="loadtest_user_", domain="loadtest.local")
+    assert pool.email_format == "loadtest_user_{n}@loadtest.local"
+    assert all(pool.email_format.replace("{n}", str(n)) == pool.email(n) for n in (1, 7, 400))
 
 
 def test_seeding_creates_the_pool_concurrently_and_is_idempotent(stack: LocalStack) -> None:

@@ -372,10 +372,24 @@ class Api:
         ]
         return Starlette(routes=routes, lifespan=self.lifespan)
 
-    def app(self) -> socketio.ASGIApp:
+    def app(self) -> SlowHandshake:
         """Socket.IO on /socket.io/, everything else to the Starlette app (with HTTP metrics)."""
-        return socketio.ASGIApp(self.sio, other_asgi_app=HttpMetrics(self.starlette(), self.metrics),
-                                socketio_path="socket.io")
+        return SlowHandshake(socketio.ASGIApp(self.sio, other_asgi_app=HttpMetrics(self.starlette(), self.metrics),
+                                              socketio_path="socket.io"), self.faults)
+
+
+class SlowHandshake:
+    """ASGI middleware: the `ws_handshake_latency_ms` knob holds a WebSocket before the app sees it,
+    so the upgrade answer comes late (a slow gateway or load balancer); messages are not delayed."""
+
+    def __init__(self, app: Any, faults: ApiFaults) -> None:
+        self.app = app
+        self.faults = faults
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and self.faults.ws_handshake_latency_ms:
+            await asyncio.sleep(self.faults.ws_handshake_latency_ms / 1000)
+        await self.app(scope, receive, send)
 
 
 class HttpMetrics:

@@ -115,6 +115,8 @@ class ApiFaults(_Knobs):
     websocket_burst: int = 0
     api_latency_ms: int = 0
     ws_latency_ms: int = 0
+    # Delays the WebSocket upgrade answer (k6's ws_connecting), not the messages after it.
+    ws_handshake_latency_ms: int = 0
     error_5xx_rate: float = 0.0
     contract_violation_rate: float = 0.0
     contract_violations: int = 0  # the next N successful player-route answers break the contract (deterministic)

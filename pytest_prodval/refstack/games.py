@@ -13,8 +13,6 @@ from typing import Any
 from .engine import Engine, Player
 
 FORGET_ENDED_AFTER_S = 300.0
-LIST_LIMIT = 20
-LIST_MAX = 100
 TERMINAL = ("completed", "abandoned", "finished")
 
 

@@ -7,6 +7,7 @@ from typing import Any
 BOARD_TYPES = ("square8", "square19", "hex8", "hexagonal")
 TIME_CONTROLS = ("blitz", "rapid", "classical")
 DEFAULT_TIME_CONTROL = {"type": "rapid", "initialTime": 600, "increment": 0}
+LIST_LIMIT, LIST_MAX = 20, 100  # RingRift's page size of game lists: default and largest
 
 
 class Invalid(ValueError):
@@ -60,4 +61,5 @@ def query_int(query: Any, key: str) -> int | None:
 
 
 def limit(query: Any) -> int:
-    return max(1, min(100, query_int(query, "limit") or 20))
+    """The `limit` query parameter of a game list, within RingRift's bounds."""
+    return max(1, min(LIST_MAX, query_int(query, "limit") or LIST_LIMIT))
