@@ -178,7 +178,15 @@ class ProdvalSession:
         probe = preflight.limit_probe(target, self.pool.email(1), self.password or "")
         probe_after = preflight.limit_probe(target, self.pool.email(1), self.password or "", with_token=False)
         with lease:
-            lease.verify_on(probe)
+            if lease.verify_on(probe) is False and not prepared.error:
+                # A run whose pool users are still limited measures the limiter, not the target (the
+                # plan's 31 % of 429s): a clean-signal error before any load, the bypass still turned off.
+                prepared.error = ("preflight (bypass) failed: the rate-limit bypass is on, but an authenticated "
+                                  f"request of pool user 1 ({self.pool.email(1)}) was still counted by a limiter "
+                                  "(X-RateLimit-Remaining in the answer)")
+                prepared.error_check = "bypass"
+                prepared.hint = ("a limiter the bypass does not cover, or a server without the bypass configured "
+                                 "(RATE_LIMIT_BYPASS_ENABLED / _TOKEN / _USER_PATTERN in its environment)")
             prepared.bypass = lease.to_record()
             try:
                 yield prepared.bypass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import stat
 import subprocess
@@ -222,3 +223,20 @@ def test_a_bypass_pattern_that_misses_the_pool_errors_the_run_before_any_user_is
                                  r"'^loadtest\..+@loadtest\.local$' does not match the pool e-mail "
                                  "'loadtest_user_1@loadtest.local'*"])
     assert not (pytester.path / "seeded.txt").exists()
+
+
+def test_a_bypass_that_does_not_reach_pool_user_1_errors_the_run_before_any_load(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bypass is switched on, but the check before load still sees pool user 1 counted by a
+    limiter (here: one the stack's bypass does not cover): a clean-signal error naming it, no k6
+    run, and the bypass still turned off at the end."""
+    monkeypatch.setenv("PRODVAL_LOCAL_FAULTS", '{"unbypassed_limiters": ["apiAuthenticated"]}')
+    result = pytester.runpytest("-m", "baseline", "--env", "local", "--prodval-bypass", "true", "-k", "api_latency_p95",
+                                "--prodval-results-dir", "res", "-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*preflight (bypass) failed: the rate-limit bypass is on, but an authenticated request "
+                                 "of pool user 1 (loadtest_user_1@loadtest.local) was still counted by a limiter*",
+                                 "*hint: a limiter the bypass does not cover*"])
+    assert not list((pytester.path / "res").glob("*.json.gz"))  # no k6 run
+    report = json.loads(next((pytester.path / "res").glob("*_slo_report.json")).read_text())
+    assert report["bypass"]["verified_on"] is False and report["bypass"]["disabled_at"]
