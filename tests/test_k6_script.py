@@ -40,6 +40,7 @@ GONE_METRICS = ["move_server_processing", "ai_fallback"]  # RingRift sends neith
 ZERO_COUNTERS = ["contract_failures_total", "id_lifecycle_mismatches_total", "auth_token_expired_total",
                  "rate_limit_hit_total", "capacity_failures_total", "game_shape_unformable_total"]
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.")
+BY_NAME = ("contract_failures_total", "req_errors", "http_req_failed")  # counted per request name by Raw
 
 @pytest.fixture(autouse=True)
 def _k6_installed() -> None:
@@ -120,6 +121,7 @@ class Raw:
         self.requests: Counter[tuple[str, str]] = Counter()
         self.deltas: dict[str, list[tuple[str, float]]] = {"games_active_delta": [], "players_active_delta": []}
         self.aborts: Counter[str] = Counter()
+        self.by_name: Counter[tuple[str, str]] = Counter()  # (metric, name tag) -> sum of values
         self.steady_samples = 0
         self.text = path.read_text()
         for line in self.text.splitlines():
@@ -140,6 +142,8 @@ class Raw:
                 self.deltas[metric].append((data["time"], data["value"]))
             elif metric == "game_aborts_total" and data["value"]:
                 self.aborts[tags["reason"]] += int(data["value"])
+            if metric in BY_NAME and "name" in tags:
+                self.by_name[(metric, tags["name"])] += int(data["value"])
 
     def count(self, name: str, status: str | None = None) -> int:
         return sum(n for (nm, st), n in self.requests.items() if nm == name and (status is None or st == status))
@@ -289,7 +293,8 @@ def test_players_and_companion_with_bypass_header(tmp_path: Path) -> None:
     assert raw.starts() >= 3
     assert 2 <= games_peak <= 3  # 6 VUs, 2 humans per game
     assert 5 <= players_peak <= 9  # 3 seats per game, the AI seat added by the creator
-    assert set(raw.aborts) <= {"wind_down", "seat_lost", "cancelled", "fill_timeout", "merged"}, raw.aborts
+    # The stack's join is atomic: no seat is ever lost (contract_failures_total is 0 above too).
+    assert set(raw.aborts) <= {"wind_down", "cancelled", "fill_timeout", "merged"}, raw.aborts
 
 
 @pytest.mark.slow
@@ -344,6 +349,32 @@ def test_list_route_500_and_lobby_matchmaking(tmp_path: Path) -> None:
     _, games_peak, games_final = raw.running_sum("games_active_delta")
     assert games_peak >= 2 and games_final == 0
     assert values["move_e2e_latency"]["count"] > 10
+
+
+@pytest.mark.slow
+def test_joins_that_overwrite_the_last_seat_are_game_join_contract_failures(tmp_path: Path) -> None:
+    """RingRift's join has no lock (fault join_last_write_wins): joins of a full game that has not
+    started are all answered 200 and the last keeps the seat. Each overwritten player is one
+    contract failure of game_join and one seat_lost abort, found at its refused join_game: never
+    a failure of game_leave, and no leave of a game it does not play."""
+    with LocalStack(log_dir=tmp_path / "stack-logs", faults={"join_last_write_wins": True}) as stack:
+        seed(stack, 12)
+        cfg = config(tmp_path, base_url=stack.base_url, ws_url=stack.ws_url,
+                     stages=[{"duration": "1s", "target": 6}, {"duration": "3s", "target": 6},
+                             {"duration": "1s", "target": 0}],
+                     steady={"startS": 1.0, "endS": 4.0}, game={"playersPerGame": 2, "aiSeats": 0},
+                     wsCompanion={"enabled": False}, thresholds={})
+        result = run_k6(tmp_path, cfg)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, values = summary_values(tmp_path)
+    raw = Raw(tmp_path / "raw.json")
+    lost = raw.aborts["seat_lost"]
+    assert lost >= 1, (raw.aborts, raw.requests)
+    assert raw.by_name[("contract_failures_total", "game_join")] == lost == values["contract_failures_total"]["count"]
+    for metric in BY_NAME:
+        assert raw.by_name[(metric, "game_leave")] == 0, metric
+    assert raw.count("game_join", "200") >= lost + raw.starts()  # every lost seat had been answered 200
+    assert raw.starts() >= 1  # games still start, with the last writers
 
 
 @pytest.mark.slow

@@ -364,6 +364,33 @@ def test_a_game_with_ai_and_two_human_seats_waits_unless_ringrifts_rule_is_on(st
     assert rated.status_code == 400 and rated.json()["error"]["code"] == "AI_GAMES_UNRATED"
 
 
+def test_join_last_write_wins_answers_both_joins_of_the_last_seat_and_the_first_loses_it(stack: LocalStack,
+                                                                                         api: httpx.Client) -> None:
+    stack.set_faults(join_last_write_wins=True)
+    creator, first, second, late = Player(api), Player(api), Player(api), Player(api)
+    game = create(api, creator, PVP_GAME)
+    answers = [api.post(f"/api/games/{game['id']}/join", headers=p.headers) for p in (first, second)]
+    assert [a.status_code for a in answers] == [200, 200]  # RingRift: "Joined game successfully" twice
+    assert answers[0].json()["data"]["game"]["player2Id"] == first.id
+    assert answers[1].json()["data"]["game"]["player2Id"] == second.id  # the last write keeps the seat
+    looked = api.get(f"/api/games/{game['id']}", headers=first.headers).json()["data"]["game"]
+    assert looked["status"] == "waiting" and looked["player2Id"] == second.id
+    with ExitStack() as exits:
+        host, loser, winner = sio(stack, exits, creator), sio(stack, exits, first), sio(stack, exits, second)
+        loser.emit("join_game", {"gameId": game["id"]})
+        refused = loser.wait("error")
+        assert (refused["code"], refused["event"]) == ("INTERNAL_ERROR", "join_game")
+        leave = api.post(f"/api/games/{game['id']}/leave", headers=first.headers)
+        assert leave.status_code == 403 and leave.json()["error"]["code"] == "ACCESS_DENIED"
+        winner.emit("join_game", {"gameId": game["id"]})  # the first join_game starts the game
+        data = winner.state(lambda d: d["gameState"]["gameStatus"] == "active")
+        assert [p["id"] for p in data["gameState"]["players"]] == [creator.id, second.id]
+        host.emit("join_game", {"gameId": game["id"]})
+        assert host.state()["gameState"]["gameStatus"] == "active"
+    refused_late = api.post(f"/api/games/{game['id']}/join", headers=late.headers)
+    assert refused_late.status_code == 400 and refused_late.json()["error"]["code"] == "GAME_NOT_JOINABLE"
+
+
 def test_decision_phase_by_choice_response_or_by_move_id(stack: LocalStack, api: httpx.Client) -> None:
     stack.set_faults(choice_rate=1.0)
     player = Player(api)

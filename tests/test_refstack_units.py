@@ -165,3 +165,22 @@ def test_games_join_rules_and_ringrifts_ai_rule() -> None:
     assert body["gameState"] == {"aiOpponents": {"count": 1, "difficulty": [3]}} and len(body["inviteCode"]) == 8
     assert games.by_invite(body["inviteCode"].lower()) is mixed
     assert games.available(board_type=None, max_players=None, limit=20) == []
+
+
+def test_join_last_write_wins_overwrites_the_last_seat_of_a_full_game_until_it_starts() -> None:
+    games = Games()
+    spec = dict(board_type="square8", time_control={}, is_rated=False, is_private=False, ai_difficulty=[])
+    game = games.create(creator_id="a", creator_name="a", max_players=3, ai_count=0, start_at_once=False, **spec)  # type: ignore[arg-type]
+    assert game.join("b", "b", last_write_wins=True) is False
+    assert game.join("c", "c", last_write_wins=True) is False and game.status == "waiting"  # full, not started
+    assert game.join("d", "d", last_write_wins=True) is False  # answered as seated: c loses seat 3
+    assert [s.user_id for s in game.seats] == ["a", "b", "d"] and game.seat_of("c") is None
+    assert game.displaced == {"c"} and games.available(board_type=None, max_players=None, limit=20) == [game]
+    assert game.join("c", "c", last_write_wins=True) is False  # back on seat 3: now d has lost it
+    assert game.seat_of("c") is not None and game.displaced == {"d"}
+    assert game.activate_if_full() is True and game.status == "active"  # the first join_game starts it
+    with pytest.raises(JoinError) as caught:
+        game.join("e", "e", last_write_wins=True)
+    assert caught.value.code == "GAME_NOT_JOINABLE"
+    healthy = games.create(creator_id="a", creator_name="a", max_players=2, ai_count=0, start_at_once=False, **spec)  # type: ignore[arg-type]
+    assert healthy.join("b", "b") is True and healthy.status == "active" and not healthy.displaced

@@ -229,7 +229,7 @@ class Api:
         if game is None:
             return _not_found()
         try:
-            started = game.join(call.me.id, call.me.username)
+            started = game.join(call.me.id, call.me.username, last_write_wins=self.faults.join_last_write_wins)
         except JoinError as exc:
             return error(400, exc.code, str(exc))
         await self.play.joined(game, started=started)

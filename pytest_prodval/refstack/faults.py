@@ -125,6 +125,10 @@ class ApiFaults(_Knobs):
     route_500: list[str] = dataclasses.field(default_factory=list)
     unbypassed_limiters: list[str] = dataclasses.field(default_factory=list)
     ai_games_start_at_once: bool = False
+    # RingRift's join reads the free seat and writes it without a lock, and its game starts at
+    # the first join_game: a full waiting game takes every further join (200), the last write
+    # keeping the last human seat, until a seated player sends join_game.
+    join_last_write_wins: bool = False
     # Game shape (stack only, not faults of RingRift): length of a game, share of human
     # moves followed by a decision phase, disconnect and absent-seat grace periods.
     game_length_moves: int = 0  # 0: a random natural end after 150-250 moves

@@ -64,6 +64,7 @@ class Game:
     ended_mono: float | None = None
     engine: Engine | None = None
     ai_running: bool = False
+    displaced: set[str] = dataclasses.field(default_factory=set)  # answered 200, seat taken by a later join
 
     @property
     def human_seats(self) -> int:
@@ -100,17 +101,27 @@ class Game:
                      "winner": self.engine.winner if self.engine else None})
         return body
 
-    def join(self, user_id: str, username: str) -> bool:
-        """Seat a user over HTTP; True when that filled the game (it is active now). JoinError if refused."""
+    def join(self, user_id: str, username: str, *, last_write_wins: bool = False) -> bool:
+        """Seat a user over HTTP; True when that filled the game (it is active now). JoinError if refused.
+
+        `last_write_wins` (fault `join_last_write_wins`) is RingRift's unlocked join: the game
+        stays waiting when full (it starts at the first `join_game`, `activate_if_full`), and a
+        join of a full game overwrites the last human seat instead of GAME_FULL.
+        """
         if self.seat_of(user_id) is not None:
             raise JoinError("ALREADY_JOINED", "you already joined this game")
         if self.status != "waiting":
             raise JoinError("GAME_NOT_JOINABLE", f"game is {self.status}, not waiting for players")
-        free = next((s for s in self.seats if s.user_id is None), None)
-        if free is None:
+        seat = next((s for s in self.seats if s.user_id is None), None)
+        if seat is None and not last_write_wins:
             raise JoinError("GAME_FULL", "game is full")
-        free.user_id, free.username = user_id, username
-        return self.activate_if_full()
+        if seat is None:
+            seat = self.seats[-1]  # never the creator's: a waiting game has at least two human seats
+            assert seat.user_id is not None
+            self.displaced.add(seat.user_id)
+        seat.user_id, seat.username = user_id, username
+        self.displaced.discard(user_id)
+        return False if last_write_wins else self.activate_if_full()
 
     def activate_if_full(self) -> bool:
         """Waiting with every human seat taken → active; True if it changed now."""
@@ -185,7 +196,7 @@ class Games:
             self._waiting.pop(game.id, None)
 
     def available(self, *, board_type: str | None, max_players: int | None, limit: int) -> list[Game]:
-        """Public waiting games with a free seat, oldest first."""
+        """Public waiting games, oldest first (full ones only with fault `join_last_write_wins`, as on RingRift)."""
         found: list[Game] = []
         for game in list(self._waiting.values()):
             if game.status != "waiting":

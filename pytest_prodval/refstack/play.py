@@ -124,13 +124,17 @@ class Play:
         """After an HTTP join: tell the lobby; a full game starts for everyone in its room."""
         await self.sio.emit("lobby:game_joined", {"gameId": game.id, "playerCount": game.player_count()}, room=LOBBY)
         if started:
-            self.games.changed(game)
-            self._active_gauge()
-            self._start_engine(game)
-            await self.sio.emit("lobby:game_started", {"gameId": game.id, "status": game.status,
-                                                       "startedAt": game.started_at,
-                                                       "playerCount": game.player_count()}, room=LOBBY)
-            await self.sio.emit("game_state", self.snapshot(game), room=game_room(game.id))
+            await self._started(game)
+
+    async def _started(self, game: Game) -> None:
+        """A game that just became active: its engine, the lobby and everyone in its room learn it."""
+        self.games.changed(game)
+        self._active_gauge()
+        self._start_engine(game)
+        await self.sio.emit("lobby:game_started", {"gameId": game.id, "status": game.status,
+                                                   "startedAt": game.started_at,
+                                                   "playerCount": game.player_count()}, room=LOBBY)
+        await self.sio.emit("game_state", self.snapshot(game), room=game_room(game.id))
 
     def _start_engine(self, game: Game) -> Engine:
         return game.start_engine(length=self.faults.game_length_moves, choice_rate=self.faults.choice_rate)
@@ -153,9 +157,15 @@ class Play:
                 "timestamp": iso_now()}
 
     async def join_room(self, session: Session, game: Game) -> None:
-        """`join_game` by a seated player: into the room, a snapshot, `player_joined` for the others."""
+        """`join_game` by a seated player: into the room, a snapshot, `player_joined` for the others.
+
+        A full game still waiting (fault `join_last_write_wins`: RingRift starts a game when the
+        first `join_game` builds its session) starts here, with the seats as they are now.
+        """
         seat = game.seat_of(session.user_id)
         assert seat is not None
+        if game.activate_if_full():
+            await self._started(game)
         await self.sio.enter_room(session.sid, game_room(game.id))
         first = game.id not in session.games
         session.games.add(game.id)

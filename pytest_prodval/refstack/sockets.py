@@ -123,6 +123,9 @@ class Sockets:
         game = self._game_of(data)
         if game is None:
             await self._error(session.sid, "GAME_NOT_FOUND", "join_game", "Game not found")
+        elif session.user_id in game.displaced:
+            # What RingRift sends a user its join admitted but whose seat a later join took.
+            await self._error(session.sid, "INTERNAL_ERROR", "join_game", "Failed to join game")
         elif game.seat_of(session.user_id) is None:
             await self._error(session.sid, "ACCESS_DENIED", "join_game", "You are not a player of this game")
         else:
