@@ -50,6 +50,23 @@ BYPASS_NOT_EFFECTIVE = ("the rate-limit bypass was on, but its check before load
                         "by a limiter (X-RateLimit-Remaining set): a limiter the bypass does not cover")
 
 
+# The game routes a slow login is compared with (their steady-window p95, when the run has them).
+_GAME_ROUTES = ("game_state", "game_create")
+
+
+def _login_alone(metrics: Mapping[str, Any], login_p95: float) -> list[str]:
+    """Login far slower than the game routes: the cost is in the login itself (password hashing)."""
+    others = {name: (metrics.get(f"http_req_duration{{name:{name},phase:steady}}") or {}).get("values", {}).get("p(95)")
+              for name in _GAME_ROUTES}
+    known = {name: value for name, value in others.items() if isinstance(value, (int, float)) and value > 0}
+    if not known or login_p95 < 5 * max(known.values()):
+        return []
+    shown = ", ".join(f"{name} {value:,.0f} ms" for name, value in known.items())
+    return [f"login p95 {login_p95:,.0f} ms is {login_p95 / max(known.values()):,.0f}x the game routes' ({shown}): "
+            "the time goes into each login itself, i.e. its password hash (RingRift: bcryptjs cost 12 on the API's "
+            "event loop, ~2-3 logins/s per process), not into the API as a whole"]
+
+
 def causes(result: CriterionResult, metrics: Mapping[str, Any] | None, server: Any,
            bypass: BypassRecord | None = None, client_games_peak: int | None = None) -> list[str]:
     """What the data says about why `result` did not hold (empty when it says nothing)."""
@@ -100,6 +117,8 @@ def causes(result: CriterionResult, metrics: Mapping[str, Any] | None, server: A
             found.append(f"the target also counts each fallback in ringrift_ai_requests_total (outcome=fallback "
                          f"{outcomes['fallback']:,.0f}): {outcomes['fallback']:,.0f} fallbacks for {asked:,.0f} "
                          f"AI service calls = {outcomes['fallback'] / asked:.0%} of AI moves")
+    if result.name == "login_latency_p95" and result.observed:
+        found.extend(_login_alone(metrics, result.observed))
     lost = _counter(metrics, SEAT_LOST)
     if lost and result.name in ("contract_failures", "concurrent_games", "concurrent_players",
                                 "games_target_held", "players_target_held"):

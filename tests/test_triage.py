@@ -85,3 +85,17 @@ def test_unformable_games_explain_every_concurrency_criterion() -> None:
         assert causes(result(name), metrics, None) == [
             "925 games could not be formed (game_shape_formed): the target refused the shape"], name
     assert causes(result("api_latency_p95"), metrics, None) == []
+
+
+def test_a_login_far_slower_than_the_game_routes_is_put_on_the_hash() -> None:
+    """What the baseline against RingRift showed: login p95 19 s, game_state p95 382 ms."""
+    metrics = {"http_req_duration{name:game_state,phase:steady}": {"values": {"p(95)": 382.0}},
+               "http_req_duration{name:game_create,phase:steady}": {"values": {"p(95)": 34.3}}}
+    login = result("login_latency_p95").model_copy(update={"observed": 19141.0})
+    assert causes(login, metrics, None) == [
+        "login p95 19,141 ms is 50x the game routes' (game_state 382 ms, game_create 34 ms): the time goes into each "
+        "login itself, i.e. its password hash (RingRift: bcryptjs cost 12 on the API's event loop, ~2-3 logins/s per "
+        "process), not into the API as a whole"]
+    # everything slow alike (a saturated API), or no game route measured: the data does not say
+    slow = {k: {"values": {"p(95)": 15000.0}} for k in metrics}
+    assert causes(login, slow, None) == [] and causes(login, {}, None) == []
