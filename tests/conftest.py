@@ -66,6 +66,12 @@ XDIST_GROUPS: dict[str, str] = {
 }
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # xdist registers the mark when it is installed; a plain `pip install -e .` (the README's main
+    # command collects this folder too) must not warn about it.
+    config.addinivalue_line("markers", "xdist_group(name): run these tests on one xdist worker")
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
