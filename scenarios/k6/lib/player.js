@@ -487,12 +487,12 @@ export class Player {
     const game = got.game;
     if (game === null) return;
     g.joiners = Math.max(g.joiners, seatsTaken(game) - 1);
-    if (!seated(game, this.api.userId)) {
-      seatLost(); // our 200 join was overwritten by a later one: not a participant, nothing to leave
-      this.endGame(s, null);
-    } else if (TERMINAL[game.status]) {
+    if (TERMINAL[game.status]) { // first: a cancelled game may no longer list anybody's seat
       g.endedSeen = true;
       gameAborts.add(1, tagOf('reason', 'cancelled'));
+      this.endGame(s, null);
+    } else if (!seated(game, this.api.userId)) {
+      seatLost(); // our 200 join was overwritten by a later one: not a participant, nothing to leave
       this.endGame(s, null);
     } else if (game.status === 'active' || seatsTaken(game) >= this.humans) {
       this.sendJoin(s, g);
@@ -674,7 +674,11 @@ export class Player {
       // deadline, then leave (start_timeout).
       const got = this.api.ensureToken() ? this.api.gameState(g.id, true) : { status: 0, game: null };
       if (s.g !== g || s.mode !== 'joining') return;
-      if (got.game !== null && !seated(got.game, this.api.userId)) {
+      if (got.game !== null && TERMINAL[got.game.status]) {
+        g.endedSeen = true;
+        gameAborts.add(1, tagOf('reason', 'ended_before_start'));
+        this.endGame(s, null);
+      } else if (got.game !== null && !seated(got.game, this.api.userId)) {
         seatLost();
         this.endGame(s, null);
       } else if (code === 'ACCESS_DENIED') {
