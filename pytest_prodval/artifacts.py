@@ -225,11 +225,12 @@ def write_run_artifacts(session: Any, scenario: Any, paths: RunPaths, report: Sl
 
 
 def rewrite_report(session: Any, report: SloReport, report_path: Path) -> None:
-    """Write a report again after the run (e.g. the bypass went off at teardown): JSON and HTML."""
-    write_report(report, report_path)
+    """Write a report again after the run (e.g. the bypass went off at teardown): HTML, then the
+    JSON, so the JSON's artifact list says whether the HTML could be written."""
     html = report.artifacts.get("html")
     if html:
         _write_html(session, report, report_path.parent / html)
+    write_report(report, report_path)
 
 
 def _write_html(session: Any, report: SloReport, path: Path) -> None:

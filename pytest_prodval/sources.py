@@ -58,10 +58,12 @@ does not parse) or None, by content."""
         return "raw"
     if not text.startswith(b"{"):
         return None
+    if _is_k6_log(text):  # before reading the whole file: k6 logs can be large
+        return None
     try:
         data = json.loads(path.read_bytes()) if head != b"\x1f\x8b" else None
     except ValueError:
-        return None if _is_k6_log(text) else "broken"
+        return "broken"
     if not isinstance(data, dict):
         return None
     if "schema_version" in data and "scenario_id" in data:

@@ -121,6 +121,7 @@ class Raw:
         self.requests: Counter[tuple[str, str]] = Counter()
         self.deltas: dict[str, list[tuple[str, float]]] = {"games_active_delta": [], "players_active_delta": []}
         self.aborts: Counter[str] = Counter()
+        self.seat_lost_at: Counter[str] = Counter()  # where the script found each lost seat
         self.by_name: Counter[tuple[str, str]] = Counter()  # (metric, name tag) -> sum of values
         self.steady_samples = 0
         self.text = path.read_text()
@@ -142,6 +143,8 @@ class Raw:
                 self.deltas[metric].append((data["time"], data["value"]))
             elif metric == "game_aborts_total" and data["value"]:
                 self.aborts[tags["reason"]] += int(data["value"])
+                if tags["reason"] == "seat_lost":
+                    self.seat_lost_at[tags["found_at"]] += int(data["value"])
             if metric in BY_NAME and "name" in tags:
                 self.by_name[(metric, tags["name"])] += int(data["value"])
 
@@ -374,6 +377,9 @@ def test_joins_that_overwrite_the_last_seat_are_game_join_contract_failures(tmp_
     for metric in BY_NAME:
         assert raw.by_name[(metric, "game_leave")] == 0, metric
     assert raw.count("game_join", "200") >= lost + raw.starts()  # every lost seat had been answered 200
+    # found where the script looks next (the refused join_game, the waiting game's GET), not
+    # only by a 403 at the wind-down's leave
+    assert raw.seat_lost_at["join_game"] + raw.seat_lost_at["poll"] >= 1, raw.seat_lost_at
     assert raw.starts() >= 1  # games still start, with the last writers
 
 

@@ -521,11 +521,11 @@ def test_latency_knobs_slow_http_and_socket_events(stack: LocalStack, api: httpx
         socket_.wait("diagnostic:pong")
         assert time.monotonic() - started >= 0.3
     # The handshake knob delays the WebSocket upgrade itself (what k6's ws_connecting times), not HTTP.
-    stack.set_faults(reset=True, ws_handshake_latency_ms=400)
-    assert api.get("/api/games", headers=player.headers).elapsed.total_seconds() < 0.4
+    stack.set_faults(reset=True, ws_handshake_latency_ms=1000)
+    assert api.get("/api/games", headers=player.headers).elapsed.total_seconds() < 0.8  # a loaded CI box: margin
     started = time.monotonic()
     with connect(stack.ws_url, open_timeout=5, ping_interval=None):
-        assert time.monotonic() - started >= 0.4
+        assert time.monotonic() - started >= 1.0
 
 
 def test_error_5xx_rate_and_route_500_fail_player_routes_but_not_register(stack: LocalStack, api: httpx.Client) -> None:

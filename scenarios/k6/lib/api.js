@@ -97,6 +97,7 @@ export class Api {
     const p = (headers, name, extra) => Object.assign({ headers, tags: { name }, timeout: TIMEOUT }, extra || {});
     this.p = {
       login: p(plain, 'login', { timeout: LOGIN_TIMEOUT }),
+      loginInSession: p(plain, 'login'),
       refresh: p(plain, 'refresh'),
       create: p(this.headers, 'game_create'),
       list: p(this.headers, 'game_list'),
@@ -109,13 +110,17 @@ export class Api {
 
   // -- auth ---------------------------------------------------------------------------------
 
-  /** A usable access token (login / refresh when near expiry); false when none could be had. */
-  ensureToken() {
+  /**
+   * A usable access token (login / refresh when near expiry); false when none could be had.
+   * `inSession`: called from a Socket.IO callback, where a login may wait 15 s at most (not 60 s):
+   * a callback blocked that long leaves the server's pings unanswered and the game abandoned.
+   */
+  ensureToken(inSession) {
     const now = Date.now();
     if (this.token !== null && now < this.refreshAtMs) return true;
     if (this.token !== null && this.refreshToken !== null && now < this.expiresAtMs && this.refresh()) return true;
     if (now < this.loginNotBeforeMs) return false; // backing off after failed logins
-    return this.login();
+    return this.login(inSession === true);
   }
 
   /** Time to renew (cheap check for timers). */
@@ -129,9 +134,9 @@ export class Api {
     this.refreshAtMs = 0;
   }
 
-  login() {
+  login(quick) {
     setPhase();
-    const res = http.post(`${this.base}/api/auth/login`, this.loginBody, this.p.login);
+    const res = http.post(`${this.base}/api/auth/login`, this.loginBody, quick ? this.p.loginInSession : this.p.login);
     const ok = this._takeTokens(res, true);
     // Failed logins in a row back off exponentially (2 s … 60 s): RingRift locks an account out
     // after a few failed logins (429 AUTH_LOGIN_LOCKED_OUT), so a 401 storm must not hammer it.
@@ -280,7 +285,10 @@ export class Api {
     return { status: res.status, game };
   }
 
-  /** Leave a waiting game / resign an active one (tag game_leave); true on 2xx. */
+  /**
+   * Leave a waiting game / resign an active one (tag game_leave): 'left' on 2xx, 'not_seated' for
+   * a 403 to leaving an unstarted game (`unstarted`: our seat may have been taken), else 'failed'.
+   */
   leaveGame(id, own, unstarted) {
     setPhase();
     const res = http.post(http.url`${this.base}/api/games/${id}/leave`, null,
@@ -290,6 +298,6 @@ export class Api {
     const body = ok ? parseBody(res) : null;
     classify('game_leave', res.status, notSeated, body !== null && body.success === true, own);
     this._after(res.status, res);
-    return notSeated ? 'not_seated' : ok;
+    return notSeated ? 'not_seated' : ok ? 'left' : 'failed';
   }
 }

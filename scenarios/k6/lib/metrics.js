@@ -129,11 +129,14 @@ export function classify(name, status, expectedRace, contractOk, ownGame) {
  * writes it without a lock, so every join of a herd is answered "Joined game successfully" and the
  * last write keeps the seat): a contract failure of `game_join`, found when the game is looked at.
  */
-export function seatLost() {
+export function seatLost(foundAt) {
   setPhase();
   contractFailures.add(ONE, NAME_TAGS.game_join);
-  gameAborts.add(1, tagOf('reason', 'seat_lost'));
+  gameAborts.add(1, SEAT_LOST_TAGS[foundAt] || SEAT_LOST_TAGS.start);
 }
+// Where the lost seat was found (poll, join_game, start, leave): one tag object each, reused.
+const SEAT_LOST_TAGS = {};
+['poll', 'join_game', 'start', 'leave'].forEach((at) => { SEAT_LOST_TAGS[at] = { reason: 'seat_lost', found_at: at }; });
 
 /** A server-side rate limit seen on the WebSocket (an `error` RATE_LIMITED event): counters only. */
 export function wsRateLimited() {

@@ -23,6 +23,7 @@ const UNFORMABLE_BACKOFF_MS = [5000, 10000];
 const RETRY_MS = 1000;
 const BETWEEN_GAMES_MS = [100, 600];
 const MAX_MOVE_REJECTS = 3;
+const MAX_JOIN_REFUSALS = 3; // join_game refused while our seat is still ours: try again, then leave
 const STATE_FETCH_EVERY = 5; // GET /api/games/:id (tag game_state) during the think time of every 5th own move
 const LOBBY_MAX = 50;
 const LOBBY_MAX_AGE_MS = 60000;
@@ -34,6 +35,21 @@ function jitter(range) {
 
 function isObj(v) {
   return v !== null && typeof v === 'object';
+}
+
+/**
+ * Candidates in random order: every idle player sees the same list and the same lobby events,
+ * and all of them trying the oldest game first is a herd (RingRift answered 74 joins of one
+ * 3-seat game with 200).
+ */
+function shuffled(list) {
+  for (let i = list.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    const t = list[i];
+    list[i] = list[j];
+    list[j] = t;
+  }
+  return list;
 }
 
 export class Player {
@@ -259,6 +275,8 @@ export class Player {
     if (game.maxPlayers !== undefined && game.maxPlayers !== this.maxPlayers) return false;
     const ai = isObj(game.gameState) && isObj(game.gameState.aiOpponents) ? game.gameState.aiOpponents.count || 0 : 0;
     if (ai !== this.aiSeats) return false;
+    // Full already (RingRift keeps a full game listed, and a further join overwrites a seat).
+    if (seatsTaken(game) >= this.humans) return false;
     const me = this.api.userId;
     if (game.player1Id === me || game.player2Id === me || game.player3Id === me || game.player4Id === me) return false;
     if (isObj(game.player1) && game.player1.id === me) return false;
@@ -319,16 +337,7 @@ export class Player {
 
   lobbyCandidates(s, now) {
     this.pruneLobby(s, now, false);
-    // In random order: every idle player gets the same lobby events, and all of them trying the
-    // oldest game first is a herd (RingRift answered 74 joins of one 3-seat game with 200).
-    const list = Object.keys(s.lobby).map((id) => s.lobby[id].game);
-    for (let i = list.length - 1; i > 0; i--) {
-      const j = Math.floor(Math.random() * (i + 1));
-      const t = list[i];
-      list[i] = list[j];
-      list[j] = t;
-    }
-    return list;
+    return shuffled(Object.keys(s.lobby).map((id) => s.lobby[id].game));
   }
 
   // -- the session's clock ------------------------------------------------------------------
@@ -349,7 +358,7 @@ export class Player {
       this.close(s);
       return;
     }
-    if (this.api.dueForRefresh(now) && !this.api.ensureToken()) {
+    if (this.api.dueForRefresh(now) && !this.api.ensureToken(true)) {
       // No token: the game goes on over the socket; the next HTTP call logs in again.
     }
     switch (s.mode) {
@@ -388,7 +397,7 @@ export class Player {
   // -- matchmaking ----------------------------------------------------------------------------
 
   startMatch(s, now) {
-    if (!this.api.ensureToken()) {
+    if (!this.api.ensureToken(true)) {
       s.nextAt = now + this.api.backoffMs(RETRY_MS * (1 + Math.random()));
       return;
     }
@@ -399,7 +408,7 @@ export class Player {
     const listed = this.api.listGames(this.listQuery);
     let candidates;
     if (listed !== null) {
-      candidates = listed.filter((game) => this.fits(game));
+      candidates = shuffled(listed.filter((game) => this.fits(game)));
     } else {
       if (this.api.token === null) { // 401: log in again first
         s.nextAt = Date.now() + RETRY_MS;
@@ -460,7 +469,7 @@ export class Player {
       id, creator, started: false, endedSeen: false, deadline: 0, pollAt: 0,
       me: 0, isAi: {}, measureAi: false, lastStateAt: Date.now(), lastLen: 0, current: 0, validMoves: [],
       pendingAt: 0, pendingLen: 0, moveScheduled: false, rejects: 0, ownMoves: 0, leaving: false,
-      aiAt: 0, aiSeat: 0, aiLen: 0, joiners: 0, createdAt: null, aiCount: 0,
+      aiAt: 0, aiSeat: 0, aiLen: 0, joiners: 0, createdAt: null, aiCount: 0, joinRefusals: 0,
     };
     s.g = g;
     return g;
@@ -492,7 +501,7 @@ export class Player {
       gameAborts.add(1, tagOf('reason', 'cancelled'));
       this.endGame(s, null);
     } else if (!seated(game, this.api.userId)) {
-      seatLost(); // our 200 join was overwritten by a later one: not a participant, nothing to leave
+      seatLost('poll'); // our 200 join was overwritten by a later one: not a participant, nothing to leave
       this.endGame(s, null);
     } else if (game.status === 'active' || seatsTaken(game) >= this.humans) {
       this.sendJoin(s, g);
@@ -593,7 +602,7 @@ export class Player {
     if (!mine) {
       // Our HTTP join was answered 200 but the seat went to someone else (RingRift's join has no
       // lock: two joins of the last seat can both succeed). Not a participant: nothing to leave.
-      seatLost();
+      seatLost('start');
       this.endGame(s, null);
       return false;
     }
@@ -618,7 +627,7 @@ export class Player {
     g.moveScheduled = true;
     const began = Date.now();
     g.ownMoves++;
-    if (g.ownMoves % STATE_FETCH_EVERY === 1 && this.api.ensureToken()) {
+    if (g.ownMoves % STATE_FETCH_EVERY === 1 && this.api.ensureToken(true)) {
       // Look at the game over HTTP while thinking (the fetch time comes out of the think time).
       const got = this.api.gameState(g.id, !g.endedSeen);
       if (got.status === 404) g.endedSeen = true;
@@ -672,17 +681,22 @@ export class Player {
       // user its HTTP join admitted but whose seat a later join took). Look at the seats first:
       // not ours → seat lost, no leave (it would be a 403); ours → try again until the start
       // deadline, then leave (start_timeout).
-      const got = this.api.ensureToken() ? this.api.gameState(g.id, true) : { status: 0, game: null };
+      const got = this.api.ensureToken(true) ? this.api.gameState(g.id, true) : { status: 0, game: null };
       if (s.g !== g || s.mode !== 'joining') return;
-      if (got.game !== null && TERMINAL[got.game.status]) {
+      g.joinRefusals++;
+      if (got.status === 404) {
+        g.endedSeen = true; // counted as a mismatch by api.gameState, once
+        gameAborts.add(1, tagOf('reason', 'lost_game'));
+        this.endGame(s, null);
+      } else if (got.game !== null && TERMINAL[got.game.status]) {
         g.endedSeen = true;
         gameAborts.add(1, tagOf('reason', 'ended_before_start'));
         this.endGame(s, null);
       } else if (got.game !== null && !seated(got.game, this.api.userId)) {
-        seatLost();
+        seatLost('join_game');
         this.endGame(s, null);
-      } else if (code === 'ACCESS_DENIED') {
-        this.leave(s, g, 'join_denied');
+      } else if (code === 'ACCESS_DENIED' || g.joinRefusals >= MAX_JOIN_REFUSALS) {
+        this.leave(s, g, code === 'ACCESS_DENIED' ? 'join_denied' : 'join_refused');
       } else {
         s.socket.setTimeout(() => {
           if (s.g === g && s.mode === 'joining') this.send(s, sio.event('join_game', { gameId: g.id }));
@@ -707,8 +721,11 @@ export class Player {
   leave(s, g, reason) {
     if (g.leaving || s.g !== g) return;
     g.leaving = true;
-    if (reason !== null) gameAborts.add(1, tagOf('reason', reason));
-    if (this.api.ensureToken() && this.api.leaveGame(g.id, !g.endedSeen, !g.started) === 'not_seated') seatLost();
+    // A joiner leaving a game that has not started may find its seat gone (a 403, see seatLost);
+    // the creator's seat 1 is never overwritten, so its 403 stays a game_leave failure.
+    const left = this.api.ensureToken(true) ? this.api.leaveGame(g.id, !g.endedSeen, !g.started && !g.creator) : 'failed';
+    if (left === 'not_seated') seatLost('leave'); // one abort per game: seat_lost, not also `reason`
+    else if (reason !== null) gameAborts.add(1, tagOf('reason', reason));
     this.endGame(s, null);
   }
 
