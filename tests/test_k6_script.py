@@ -114,6 +114,23 @@ def stats(stack: LocalStack) -> dict[str, Any]:
     return data
 
 
+def stack_run(tmp_path: Path, faults: dict[str, Any] | None = None, *, vus: int, hold_s: int, returncode: int = 0,
+              password: str | None = PASSWORD, **overrides: Any) -> tuple[dict[str, Any], dict[str, Any], Raw]:
+    """k6 against a seeded reference stack with `faults`: a 1 s ramp to `vus`, `hold_s` held (the
+    steady window), 1 s down; no companion, no thresholds unless `overrides` say. Checks k6's exit
+    code; returns (summary, values, raw)."""
+    settings = {"wsCompanion": {"enabled": False}, "thresholds": {}, **overrides}
+    with LocalStack(log_dir=tmp_path / "stack-logs", faults=faults) as stack:
+        seed(stack, 12)
+        cfg = config(tmp_path, base_url=stack.base_url, ws_url=stack.ws_url,
+                     stages=[{"duration": "1s", "target": vus}, {"duration": f"{hold_s}s", "target": vus},
+                             {"duration": "1s", "target": 0}],
+                     steady={"startS": 1.0, "endS": 1.0 + hold_s}, **settings)
+        result = run_k6(tmp_path, cfg, password=password)
+    assert result.returncode == returncode, result.stderr[-3000:]
+    summary, values = summary_values(tmp_path)
+    return summary, values, Raw(tmp_path / "raw.json")
+
 class Raw:
     """What the raw NDJSON output holds: HTTP requests by (name, status), delta points, aborts."""
 
@@ -305,16 +322,7 @@ def test_players_and_companion_with_bypass_header(tmp_path: Path) -> None:
 def test_game_shape_unformable(tmp_path: Path, fault: bool) -> None:
     """3 seats with 1 AI: on RingRift's rule the created game is active at once, so the second
     human can never join: counted as unformable, left, backed off; the scenario is not changed."""
-    with LocalStack(log_dir=tmp_path / "stack-logs", faults={"ai_games_start_at_once": fault}) as stack:
-        seed(stack, 12)
-        cfg = config(tmp_path, base_url=stack.base_url, ws_url=stack.ws_url,
-                     stages=[{"duration": "1s", "target": 4}, {"duration": "6s", "target": 4},
-                             {"duration": "1s", "target": 0}],
-                     steady={"startS": 1.0, "endS": 7.0}, wsCompanion={"enabled": False}, thresholds={})
-        result = run_k6(tmp_path, cfg)
-    assert result.returncode == 0, result.stderr[-3000:]
-    _, values = summary_values(tmp_path)
-    raw = Raw(tmp_path / "raw.json")
+    _, values, raw = stack_run(tmp_path, {"ai_games_start_at_once": fault}, vus=4, hold_s=6)
     unformable = values["game_shape_unformable_total"]["count"]
     if not fault:
         assert unformable == 0 and raw.starts() >= 1
@@ -360,17 +368,8 @@ def test_joins_that_overwrite_the_last_seat_are_game_join_contract_failures(tmp_
     started are all answered 200 and the last keeps the seat. Each overwritten player is one
     contract failure of game_join and one seat_lost abort, found at its refused join_game: never
     a failure of game_leave, and no leave of a game it does not play."""
-    with LocalStack(log_dir=tmp_path / "stack-logs", faults={"join_last_write_wins": True}) as stack:
-        seed(stack, 12)
-        cfg = config(tmp_path, base_url=stack.base_url, ws_url=stack.ws_url,
-                     stages=[{"duration": "1s", "target": 6}, {"duration": "3s", "target": 6},
-                             {"duration": "1s", "target": 0}],
-                     steady={"startS": 1.0, "endS": 4.0}, game={"playersPerGame": 2, "aiSeats": 0},
-                     wsCompanion={"enabled": False}, thresholds={})
-        result = run_k6(tmp_path, cfg)
-    assert result.returncode == 0, result.stderr[-3000:]
-    _, values = summary_values(tmp_path)
-    raw = Raw(tmp_path / "raw.json")
+    _, values, raw = stack_run(tmp_path, {"join_last_write_wins": True}, vus=6, hold_s=3,
+                               game={"playersPerGame": 2, "aiSeats": 0})
     lost = raw.aborts["seat_lost"]
     assert lost >= 1, (raw.aborts, raw.requests)
     assert raw.by_name[("contract_failures_total", "game_join")] == lost == values["contract_failures_total"]["count"]
@@ -389,17 +388,8 @@ def test_short_token_ttl_is_refreshed_and_every_decision_is_answered(tmp_path: P
     with a decision phase (player_choice_required) after every human move, the game goes on only
     because each one is answered (player_choice_response, or a decision id from validMoves: RingRift
     takes both, and the script uses whichever comes first): moves keep coming, no game is left idle."""
-    with LocalStack(log_dir=tmp_path / "stack-logs", faults={"token_ttl_s": 3, "choice_rate": 1.0}) as stack:
-        seed(stack, 12)
-        cfg = config(tmp_path, base_url=stack.base_url, ws_url=stack.ws_url,
-                     stages=[{"duration": "1s", "target": 3}, {"duration": "8s", "target": 3},
-                             {"duration": "1s", "target": 0}],
-                     steady={"startS": 1.0, "endS": 9.0}, game={"playersPerGame": 2, "aiSeats": 1},
-                     wsCompanion={"enabled": False}, thresholds={})
-        result = run_k6(tmp_path, cfg)
-    assert result.returncode == 0, result.stderr[-3000:]
-    _, values = summary_values(tmp_path)
-    raw = Raw(tmp_path / "raw.json")
+    _, values, raw = stack_run(tmp_path, {"token_ttl_s": 3, "choice_rate": 1.0}, vus=3, hold_s=8,
+                               game={"playersPerGame": 2, "aiSeats": 1})
     assert raw.count("refresh", "200") >= 4
     assert raw.count("login") <= 3
     assert values["status_401"]["passes"] == 0 and values["auth_token_expired_total"]["count"] == 0
@@ -411,18 +401,11 @@ def test_short_token_ttl_is_refreshed_and_every_decision_is_answered(tmp_path: P
 @pytest.mark.slow
 def test_lost_games_are_id_lifecycle_mismatches(tmp_path: Path) -> None:
     """A created game the server then does not know (404 GAME_NOT_FOUND) counts once per game."""
-    with LocalStack(log_dir=tmp_path / "stack-logs", faults={"lost_game_rate": 1.0}) as stack:
-        seed(stack, 12)
-        cfg = config(tmp_path, base_url=stack.base_url, ws_url=stack.ws_url,
-                     stages=[{"duration": "1s", "target": 3}, {"duration": "5s", "target": 3},
-                             {"duration": "1s", "target": 0}],
-                     steady={"startS": 1.0, "endS": 6.0}, game={"playersPerGame": 2, "aiSeats": 1},
-                     wsCompanion={"enabled": False}, thresholds={"id_lifecycle_mismatches_total": ["count==0"]})
-        result = run_k6(tmp_path, cfg)
-    assert result.returncode == 99, result.stderr[-3000:]  # the mismatch threshold failed, as it should
-    summary, values = summary_values(tmp_path)
+    summary, values, raw = stack_run(tmp_path, {"lost_game_rate": 1.0}, vus=3, hold_s=5,
+                                     returncode=99,  # the mismatch threshold failed, as it should
+                                     game={"playersPerGame": 2, "aiSeats": 1},
+                                     thresholds={"id_lifecycle_mismatches_total": ["count==0"]})
     assert not summary["metrics"]["id_lifecycle_mismatches_total"]["thresholds"]["count==0"]["ok"]
-    raw = Raw(tmp_path / "raw.json")
     mismatches = values["id_lifecycle_mismatches_total"]["count"]
     assert mismatches >= 3 and mismatches == raw.count("game_state", "404")
     assert mismatches == raw.aborts["lost_game"]
@@ -435,16 +418,7 @@ def test_lost_games_are_id_lifecycle_mismatches(tmp_path: Path) -> None:
 def test_failed_logins_back_off(tmp_path: Path) -> None:
     """A wrong pool password gives 401s, classified as such, and the VUs back off exponentially
     instead of hammering the login (RingRift locks an account after a few failed logins)."""
-    with LocalStack(log_dir=tmp_path / "stack-logs") as stack:
-        seed(stack, 12)
-        cfg = config(tmp_path, base_url=stack.base_url, ws_url=stack.ws_url,
-                     stages=[{"duration": "1s", "target": 3}, {"duration": "8s", "target": 3},
-                             {"duration": "1s", "target": 0}],
-                     steady={"startS": 1.0, "endS": 9.0}, wsCompanion={"enabled": False}, thresholds={})
-        result = run_k6(tmp_path, cfg, password="Wrong-password-9")
-    assert result.returncode == 0, result.stderr[-3000:]
-    _, values = summary_values(tmp_path)
-    raw = Raw(tmp_path / "raw.json")
+    _, values, raw = stack_run(tmp_path, vus=3, hold_s=8, password="Wrong-password-9")
     failed = raw.count("login", "401")
     assert failed == raw.count("login") and failed >= 3
     assert failed <= 3 * 4  # 2 s, 4 s, 8 s … between tries: at most ~4 per VU in 10 s
