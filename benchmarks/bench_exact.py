@@ -19,7 +19,6 @@ agree on every value (counts, rates, percentiles) to the last bit.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -124,22 +123,11 @@ def child(kind: str, path: Path, meta: dict[str, Any]) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size-gb", type=float, default=1.0)
-    parser.add_argument("--repeat", type=int, default=2, help="runs per method; the fastest counts")
-    parser.add_argument("--child", nargs=3, metavar=("KIND", "PATH", "META"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        kind, path, meta_path = args.child
-        child(kind, Path(path), json.loads(Path(meta_path).read_text()))
+    args = bench_reader.parse_args(__doc__.split("\n")[0], 2, child)
+    if args is None:
         return 0
-    bench_reader.OUT.mkdir(exist_ok=True)
-    size = int(args.size_gb * 1e9)
-    path = bench_reader.OUT / f"raw_{args.size_gb:g}gb.json"
-    meta_path = path.with_suffix(".meta.json")
-    if not path.exists() or not meta_path.exists():
-        print(f"generating {path} ({args.size_gb:g} GB) ...", flush=True)
-        meta_path.write_text(json.dumps(bench_reader.generate(path, size)))
+    # The same generated file as bench_reader's (one size unit, GiB: the two used to disagree on it)
+    path, meta_path, _ = bench_reader.raw_file(args.size_gb)
     gb = path.stat().st_size / 1e9
     runs: dict[str, list[dict[str, Any]]] = {"baseline": [], "one-pass": [], "two-pass": []}
     for _ in range(args.repeat):

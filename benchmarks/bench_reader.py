@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import subprocess
 import sys
 import time
 import zlib
 from array import array
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -309,6 +309,38 @@ def run_child(kind: str, path: Path, meta_path: Path, script: str = __file__) ->
     return dict(json.loads(done.stdout))
 
 
+def parse_args(description: str, repeat: int, child_main: Callable[[str, Path, dict[str, Any]], None],
+               extra: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace | None:
+    """The raw-file benchmarks' command line (--size-gb, --repeat, the hidden --child KIND PATH META
+    that run_child uses). None after a child ran: the caller exits."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--size-gb", type=float, default=1.0)
+    parser.add_argument("--repeat", type=int, default=repeat, help="runs per method; the fastest counts")
+    parser.add_argument("--child", nargs=3, metavar=("KIND", "PATH", "META"), help=argparse.SUPPRESS)
+    if extra is not None:
+        extra(parser)
+    args = parser.parse_args()
+    if args.child:
+        kind, path, meta_path = args.child
+        child_main(kind, Path(path), json.loads(Path(meta_path).read_text()))
+        return None
+    return args
+
+
+def raw_file(size_gb: float) -> tuple[Path, Path, dict[str, Any]]:
+    """The generated raw file of `size_gb` GiB (made once, shared by the benchmarks), its meta file and meta."""
+    OUT.mkdir(exist_ok=True)
+    raw = OUT / f"raw_{size_gb:g}gb.json"
+    meta_path = raw.with_suffix(".meta.json")
+    if not raw.exists() or not meta_path.exists():
+        print(f"generating {raw} ({size_gb:g} GiB) ...", flush=True)
+        start = time.perf_counter()
+        meta = generate(raw, int(size_gb * (1 << 30)))
+        meta_path.write_text(json.dumps(meta))
+        print(f"  {meta['lines']:,} lines, {meta['requests']:,} requests in {time.perf_counter() - start:.1f}s")
+    return raw, meta_path, json.loads(meta_path.read_text())
+
+
 def best_of(repeat: int, path: Path, meta_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """Alternate the two readers `repeat` times (fresh processes); keep each one's fastest run."""
     runs: dict[str, list[dict[str, Any]]] = {"baseline": [], "ours": []}
@@ -320,27 +352,11 @@ def best_of(repeat: int, path: Path, meta_path: Path) -> tuple[dict[str, Any], d
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size-gb", type=float, default=1.0)
-    parser.add_argument("--gzip", action="store_true", help="also measure on the gzip copy (as the plugin writes)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per reader; the fastest counts")
-    parser.add_argument("--child", nargs=3, metavar=("KIND", "PATH", "META"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        kind, path, meta_path = args.child
-        child(kind, Path(path), json.loads(Path(meta_path).read_text()))
+    args = parse_args(__doc__.split("\n")[0], 3, child, lambda parser: parser.add_argument(
+        "--gzip", action="store_true", help="also measure on the gzip copy (as the plugin writes)"))
+    if args is None:
         return 0
-    OUT.mkdir(exist_ok=True)
-    size = int(args.size_gb * (1 << 30))
-    raw = OUT / f"raw_{args.size_gb:g}gb.json"
-    meta_path = raw.with_suffix(".meta.json")
-    if not raw.exists() or not meta_path.exists():
-        print(f"generating {raw} ({args.size_gb:g} GB) ...", flush=True)
-        start = time.perf_counter()
-        meta = generate(raw, size)
-        meta_path.write_text(json.dumps(meta))
-        print(f"  {meta['lines']:,} lines, {meta['requests']:,} requests in {time.perf_counter() - start:.1f}s")
-    meta = json.loads(meta_path.read_text())
+    raw, meta_path, meta = raw_file(args.size_gb)
     files = [raw]
     if args.gzip:
         packed = OUT / f"{raw.name}.gz"
