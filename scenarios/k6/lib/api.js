@@ -7,8 +7,8 @@ import { classify, parseBody, setPhase, wsConnectionSuccess } from './metrics.js
 
 const TIMEOUT = '15s';
 // A login waits as long as k6's default allows. A timed-out login is not cancelled on the server:
-// it still costs a full password hash (RingRift: bcryptjs cost 12, ~0.3-0.45 s on Node's one
-// thread, so ~2-3 logins/s per API process), and the retry queues another one behind it. With
+// it still costs a full password hash (RingRift: bcryptjs cost 12, 0.45 s measured on Node's one
+// thread, so ~2 logins/s per API process), and the retry queues another one behind it. With
 // 15 s the baseline at --prodval-time-scale 0.1 against RingRift sent 232 logins for 95 VUs: 19
 // succeeded in time, the server finished the other ~210 after their clients had given up (its log
 // kept logging users in for a minute after k6 had exited), so no game formed.
