@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from .secrets import MASK
+
 # `k6 run --out bogus` on k6 v1.1.0 lists these.
 BUILTIN_OUTPUTS = ("cloud", "csv", "experimental-opentelemetry", "experimental-prometheus-rw", "influxdb", "json",
                    "statsd")
@@ -32,7 +34,6 @@ PROMETHEUS_RW_URL = "K6_PROMETHEUS_RW_SERVER_URL"
 _ENV_KEY = re.compile(r"^K6_[A-Za-z0-9_-]+$")
 _SECRET_KEY = re.compile(r"pass|pwd|token|secret|key|auth|sig|cred|headers", re.IGNORECASE)
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
-MASK = "***"
 
 
 @dataclass(frozen=True)
