@@ -90,6 +90,7 @@ export class Api {
     this.retryAfterMs = 0;
     this.loginFailures = 0;
     this.loginNotBeforeMs = 0;
+    this.inSession = false;
     const plain = { 'Content-Type': 'application/json' };
     if (bypassToken) plain[cfg.facts.bypassHeader] = bypassToken;
     this.headers = Object.assign({ Authorization: '' }, plain);
@@ -112,15 +113,15 @@ export class Api {
 
   /**
    * A usable access token (login / refresh when near expiry); false when none could be had.
-   * `inSession`: called from a Socket.IO callback, where a login may wait 15 s at most (not 60 s):
-   * a callback blocked that long leaves the server's pings unanswered and the game abandoned.
+   * Inside a Socket.IO session (`inSession`, set by the player around ws.connect) a login waits
+   * 15 s at most, not 60 s: a callback blocked that long leaves the server's pings unanswered.
    */
-  ensureToken(inSession) {
+  ensureToken() {
     const now = Date.now();
     if (this.token !== null && now < this.refreshAtMs) return true;
     if (this.token !== null && this.refreshToken !== null && now < this.expiresAtMs && this.refresh()) return true;
     if (now < this.loginNotBeforeMs) return false; // backing off after failed logins
-    return this.login(inSession === true);
+    return this.login();
   }
 
   /** Time to renew (cheap check for timers). */
@@ -134,9 +135,9 @@ export class Api {
     this.refreshAtMs = 0;
   }
 
-  login(quick) {
+  login() {
     setPhase();
-    const res = http.post(`${this.base}/api/auth/login`, this.loginBody, quick ? this.p.loginInSession : this.p.login);
+    const res = http.post(`${this.base}/api/auth/login`, this.loginBody, this.inSession ? this.p.loginInSession : this.p.login);
     const ok = this._takeTokens(res, true);
     // Failed logins in a row back off exponentially (2 s … 60 s): RingRift locks an account out
     // after a few failed logins (429 AUTH_LOGIN_LOCKED_OUT), so a 401 storm must not hammer it.

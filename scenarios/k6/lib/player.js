@@ -108,6 +108,7 @@ export class Player {
     const self = this;
     setPhase();
     let res = null;
+    this.api.inSession = true; // every HTTP call from here on is made from a socket callback
     try {
       res = ws.connect(this.cfg.wsUrl, this.wsParams, function (socket) {
         s.socket = socket;
@@ -120,6 +121,8 @@ export class Player {
       });
     } catch (e) {
       res = null;
+    } finally {
+      this.api.inSession = false;
     }
     if (!s.sampled) {
       // The handshake itself failed (no 101) or the socket died before the Socket.IO connect.
@@ -358,7 +361,7 @@ export class Player {
       this.close(s);
       return;
     }
-    if (this.api.dueForRefresh(now) && !this.api.ensureToken(true)) {
+    if (this.api.dueForRefresh(now) && !this.api.ensureToken()) {
       // No token: the game goes on over the socket; the next HTTP call logs in again.
     }
     switch (s.mode) {
@@ -397,7 +400,7 @@ export class Player {
   // -- matchmaking ----------------------------------------------------------------------------
 
   startMatch(s, now) {
-    if (!this.api.ensureToken(true)) {
+    if (!this.api.ensureToken()) {
       s.nextAt = now + this.api.backoffMs(RETRY_MS * (1 + Math.random()));
       return;
     }
@@ -627,7 +630,7 @@ export class Player {
     g.moveScheduled = true;
     const began = Date.now();
     g.ownMoves++;
-    if (g.ownMoves % STATE_FETCH_EVERY === 1 && this.api.ensureToken(true)) {
+    if (g.ownMoves % STATE_FETCH_EVERY === 1 && this.api.ensureToken()) {
       // Look at the game over HTTP while thinking (the fetch time comes out of the think time).
       const got = this.api.gameState(g.id, !g.endedSeen);
       if (got.status === 404) g.endedSeen = true;
@@ -681,7 +684,7 @@ export class Player {
       // user its HTTP join admitted but whose seat a later join took). Look at the seats first:
       // not ours → seat lost, no leave (it would be a 403); ours → try again until the start
       // deadline, then leave (start_timeout).
-      const got = this.api.ensureToken(true) ? this.api.gameState(g.id, true) : { status: 0, game: null };
+      const got = this.api.ensureToken() ? this.api.gameState(g.id, true) : { status: 0, game: null };
       if (s.g !== g || s.mode !== 'joining') return;
       g.joinRefusals++;
       if (got.status === 404) {
@@ -723,7 +726,7 @@ export class Player {
     g.leaving = true;
     // A joiner leaving a game that has not started may find its seat gone (a 403, see seatLost);
     // the creator's seat 1 is never overwritten, so its 403 stays a game_leave failure.
-    const left = this.api.ensureToken(true) ? this.api.leaveGame(g.id, !g.endedSeen, !g.started && !g.creator) : 'failed';
+    const left = this.api.ensureToken() ? this.api.leaveGame(g.id, !g.endedSeen, !g.started && !g.creator) : 'failed';
     if (left === 'not_seated') seatLost('leave'); // one abort per game: seat_lost, not also `reason`
     else if (reason !== null) gameAborts.add(1, tagOf('reason', reason));
     this.endGame(s, null);
